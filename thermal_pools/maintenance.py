@@ -1,0 +1,174 @@
+"""One maintenance step: read the host, record the reading, resize the tier pools.
+
+The maintenance DAG runs :func:`run_step` every minute; ``thermal-pools sync`` runs it once from
+a shell. A step:
+
+1. reads the monitor (a failed read is a reading with an unknown state, never an exception);
+2. resolves the state to act on (:func:`thermal_pools.tiers.resolve_state`) and holds a hotter
+   recent state through the stabilization window (:func:`thermal_pools.tiers.stabilize`);
+3. records the reading and the plan in the readings table;
+4. applies the plan through the REST API, unless a newer step has been recorded meanwhile;
+5. records the outcome and prunes rows past the retention limit.
+
+Faults degrade safely. A readings database that is locked, full or missing is logged and the
+plan is still applied (without the history it lacks the stabilization window and the last good
+value). An API failure raises :class:`StepFailed` after recording it, so Airflow retries the
+task, and the pools keep their previous sizes until a later step succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from thermal_pools.config import ThermalSchedulingConfig
+from thermal_pools.health import health_score
+from thermal_pools.monitor import Monitor
+from thermal_pools.pools_api import ApplyResult, PoolsApiClient, PoolsApiError
+from thermal_pools.store import ReadingStore
+from thermal_pools.tiers import Observation, PoolPlan, plan_pools, resolve_state, stabilize
+
+log = logging.getLogger(__name__)
+
+
+class StepFailed(RuntimeError):
+    """The plan could not be applied; the previous pool sizes stay in force."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one maintenance step observed, planned and did."""
+
+    observation: Observation
+    plan: PoolPlan
+    health_score: float
+    outcome: str
+    applied: ApplyResult | None
+    row_id: int | None
+
+    def to_dict(self) -> dict:
+        """Plain JSON summary, small enough for an XCom value."""
+        reading = self.observation.reading
+        return {
+            "host": reading.host,
+            "taken_at": reading.taken_at.isoformat(),
+            "thermal_state": None if reading.thermal_state is None else int(reading.thermal_state),
+            "observed_state": int(self.observation.state),
+            "planned_state": int(self.plan.state),
+            "basis": self.observation.basis,
+            "throttle": self.plan.throttle,
+            "health_score": round(self.health_score, 1),
+            "pools": self.plan.slots_by_name(),
+            "outcome": self.outcome,
+        }
+
+
+def _history_or_none(store: ReadingStore | None, action: str, call, *args):
+    """Run a readings-table query, logging and returning None when the database fails."""
+    if store is None:
+        return None
+    try:
+        return call(*args)
+    except SQLAlchemyError as error:
+        log.warning("readings database at %s failed to %s: %s", store.engine.url, action, error)
+        return None
+
+
+def plan_step(
+    config: ThermalSchedulingConfig, monitor: Monitor, store: ReadingStore | None
+) -> tuple[Observation, PoolPlan, float]:
+    """Steps 1-2: read the host and compute the plan, without changing anything."""
+    reading = monitor.read()
+    now = reading.taken_at
+
+    last_good = _history_or_none(store, "read the last good value", store and store.last_good, reading.host, now)
+    observation = resolve_state(reading, last_good, config)
+
+    window_start = now - timedelta(seconds=config.stabilization_window_seconds)
+    recent = _history_or_none(store, "read recent states", store and store.observed_states, reading.host, window_start)
+    planned, hold = stabilize(observation.state, recent or [], now, config)
+
+    since = _history_or_none(store, "read the plan history", store and store.planned_since, reading.host, planned, now)
+    plan = plan_pools(observation, config, planned_state=planned, hold=hold, since=since or now)
+    return observation, plan, health_score(reading, observation.state, config)
+
+
+def run_step(
+    config: ThermalSchedulingConfig,
+    monitor: Monitor,
+    store: ReadingStore | None,
+    client: PoolsApiClient,
+) -> StepResult:
+    """Run one maintenance step; raise :class:`StepFailed` if the plan could not be applied."""
+    observation, plan, health = plan_step(config, monitor, store)
+    reading = observation.reading
+    log.info(
+        "host %s: sensor state %s, acting on %s (%s), planned %s, throttle %.2f, pools %s",
+        reading.host,
+        "unknown" if reading.thermal_state is None else reading.thermal_state.label,
+        observation.state.label,
+        observation.basis,
+        plan.state.label,
+        plan.throttle,
+        plan.slots_by_name(),
+    )
+
+    row_id = _history_or_none(
+        store,
+        "record the reading",
+        lambda: store.record(
+            reading,
+            observed_state=observation.state,
+            planned_state=plan.state,
+            basis=observation.basis,
+            throttle=plan.throttle,
+            health_score=health,
+            pools=plan.slots_by_name(),
+        ),
+    )
+
+    if _history_or_none(store, "check for newer steps", store and store.newer_than, reading.host, reading.taken_at):
+        # A step that read the host later has been recorded; its plan wins, so this older one
+        # must not overwrite it.
+        outcome = "superseded"
+        applied = None
+        log.info("host %s: a newer maintenance step exists, not applying the plan of %s", reading.host, reading.taken_at)
+    else:
+        try:
+            applied = client.apply(plan.pools)
+        except PoolsApiError as error:
+            outcome = f"failed: {error}"
+            log.error("host %s: pools not resized, previous sizes stay in force: %s", reading.host, error)
+            _history_or_none(store, "record the outcome", lambda: row_id is not None and store.set_outcome(row_id, outcome))
+            raise StepFailed(str(error)) from None
+        outcome = "applied" if applied.changed else "unchanged"
+        if applied.changed:
+            changes = {name: f"{applied.previous.get(name, 'new')} -> {plan.slots_by_name()[name]}" for name in applied.created + applied.updated}
+            log.info("host %s: pools resized %s", reading.host, changes)
+        else:
+            log.info("host %s: pools already match the plan, nothing written", reading.host)
+
+    _history_or_none(store, "record the outcome", lambda: row_id is not None and store.set_outcome(row_id, outcome))
+    _history_or_none(store, "prune old readings", store and store.prune, config.retention_days, reading.taken_at)
+    return StepResult(observation, plan, health, outcome, applied, row_id)
+
+
+def run_from_airflow(config: ThermalSchedulingConfig | None = None) -> dict:
+    """Run one step with the Airflow settings, connection and readings store; return its summary."""
+    from thermal_pools.config import load_config
+    from thermal_pools.monitor import create_monitor
+    from thermal_pools.pools_api import client_from_connection
+    from thermal_pools.store import store_from_config
+
+    config = config or load_config()
+    try:
+        store = store_from_config(config)
+    except (SQLAlchemyError, ValueError) as error:
+        log.warning("readings database unavailable, applying the plan without history: %s", error)
+        store = None
+    with client_from_connection(config.api_conn_id) as client:
+        return run_step(config, create_monitor(config), store, client).to_dict()
+
