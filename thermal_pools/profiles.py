@@ -27,6 +27,7 @@ from thermal_pools.config import ThermalSchedulingConfig
 from thermal_pools.reading import ThermalState
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
     "PRIORITIES",
     "PROFILES",
     "TaskConfig",
@@ -48,6 +49,9 @@ PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "critical")
 # Largest memory requirement accepted, in GiB. It is far above any current Mac or workstation and
 # only exists to catch unit mistakes such as passing bytes or MiB.
 MAX_MEMORY_GIB = 4096.0
+
+# Threshold of a task that sets none: it may start up to the serious state (2).
+DEFAULT_THRESHOLD = 2
 
 
 def validate_threshold(value: Any, name: str = "thermal_threshold") -> int:
@@ -116,7 +120,7 @@ class TaskConfig:
     """
 
     task_id: str
-    thermal_threshold: int = 2
+    thermal_threshold: int = DEFAULT_THRESHOLD
     memory_required_gb: float = 0.0
     priority: str = "normal"
     retry_on_thermal: bool = True
