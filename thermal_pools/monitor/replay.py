@@ -30,7 +30,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ class TraceRow:
     low_power_mode: bool | None = None
     on_battery: bool | None = None
     host: str | None = None
-    line: int = 0
+    line: int = field(default=0, compare=False)
 
 
 # -- parsing ---------------------------------------------------------------------------------
