@@ -18,7 +18,7 @@ that is absent takes the default below. :func:`load_config` reads them; an inval
 | sensor_grace_period_seconds | s | 300 | how long a failing sensor's last good value stays in force |
 | stabilization_window_seconds | s | 300 | how long a hotter state must be absent before pools grow again |
 | stale_after_seconds | s | 180 | age after which a recorded reading counts as unknown |
-| thermal_threshold_nominal .. _critical | state 0-3 | 0, 1, 2, 3 | the seed API's named thresholds |
+| thermal_threshold_nominal .. _critical | state 0-3 | 0, 1, 2, 3 | named thresholds, for code that refers to a tier by name |
 | memory_threshold_percent | % | 85.0 | memory use above which the host counts as loaded |
 | min_health_score | score 0-100 | 40.0 | tasks below this health score wait unless critical |
 | allow_memory_overcommit | bool | False | let critical tasks start without enough free memory |
