@@ -39,6 +39,8 @@ DAGS_FOLDER = REPO_ROOT / "dags"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SERVICE_USER = "thermal_pools"
 ADMIN_USER = "admin"
+# A read-only user, so tests can show what a user without the op role gets.
+VIEWER_USER = "viewer"
 
 
 def free_port() -> int:
@@ -82,7 +84,11 @@ class LocalAirflow:
         if path.exists():
             self.passwords = json.loads(path.read_text())
         else:
-            self.passwords = {ADMIN_USER: secrets.token_urlsafe(12), SERVICE_USER: secrets.token_urlsafe(18)}
+            self.passwords = {
+                ADMIN_USER: secrets.token_urlsafe(12),
+                SERVICE_USER: secrets.token_urlsafe(18),
+                VIEWER_USER: secrets.token_urlsafe(12),
+            }
             path.write_text(json.dumps(self.passwords) + "\n")
             path.chmod(0o600)
 
@@ -108,7 +114,7 @@ class LocalAirflow:
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "16",
                 "AIRFLOW__CORE__FERNET_KEY": keys["fernet"],
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin,{SERVICE_USER}:op",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin,{SERVICE_USER}:op,{VIEWER_USER}:viewer",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",

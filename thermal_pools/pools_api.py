@@ -140,18 +140,31 @@ class PoolsApiClient:
                 f"(HTTP {response.status_code}): fix the connection's login and password",
                 status_code=response.status_code,
             )
-        if response.status_code == 404:
+        if response.status_code in (404, 405):
+            # Airflow's UI answers unknown paths itself: 404, or 405 for a POST.
             raise PoolsApiError(
-                f"{self._where()} has no /auth/token endpoint (HTTP 404): point the connection at an "
+                f"{self._where()} has no /auth/token endpoint (HTTP {response.status_code}): point the connection at an "
                 "Airflow 3 api-server that uses the simple auth manager, or at one whose auth manager issues tokens there",
-                status_code=404,
+                status_code=response.status_code,
             )
         if response.status_code >= 300:
             raise self._http_error(response, "log in", [])
-        token = response.json().get("access_token")
+        token = self._json(response, "log in").get("access_token")
         if not token:
             raise PoolsApiError(f"{self._where()} returned no access_token for user {self.username!r}")
         return token
+
+    def _json(self, response: httpx.Response, action: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise PoolsApiError(
+                f"could not {action}: {self._where()} returned {response.headers.get('content-type', 'no content type')} "
+                "instead of a JSON object; point the connection at the root address of an Airflow 3 api-server"
+            )
+        return body
 
     def _unreachable(self, error: httpx.HTTPError, action: str) -> PoolsApiError:
         return PoolsApiError(
@@ -215,7 +228,8 @@ class PoolsApiClient:
             params: dict[str, Any] = {"limit": max(PAGE_SIZE, len(wanted)), "offset": offset, "order_by": "name"}
             if prefix:
                 params["pool_name_prefix_pattern"] = prefix
-            body = self._request("GET", "/api/v2/pools", pools=wanted, params=params).json()
+            response = self._request("GET", "/api/v2/pools", pools=wanted, params=params)
+            body = self._json(response, "list pools")
             page = body.get("pools", [])
             for item in page:
                 if item["name"] in wanted:
@@ -259,7 +273,7 @@ class PoolsApiClient:
         names = [entity["name"] for entity in entities]
         response = self._request("PATCH", "/api/v2/pools", pools=names, json=body)
         result.write_requests = 1
-        errors = response.json().get("create", {}).get("errors", [])
+        errors = (self._json(response, "update pools").get("create") or {}).get("errors", [])
         if errors:
             first = errors[0]
             raise PoolsApiError(
