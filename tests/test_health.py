@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from thermal_pools.config import ThermalSchedulingConfig
+from thermal_pools import health
 from thermal_pools.health import health_score
 from thermal_pools.reading import NO_SENSOR, MemoryPressure, Reading, ThermalState
 
@@ -129,3 +131,12 @@ def test_health_unknown_memory_never_full_marks():
 def test_health_accepts_plain_int_state():
     reading = make_reading()
     assert health_score(reading, 1, ThermalSchedulingConfig()) == pytest.approx(90.0)
+
+
+def test_doc_mirrors_formula():
+    doc = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+    doc_lines = doc.read_text(encoding="utf-8").splitlines()
+    rows = [line for line in health.__doc__.splitlines() if line.startswith("|")]
+    assert rows
+    for row in rows:
+        assert row in doc_lines, f"docs/configuration.md lacks the health formula row {row!r}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +209,27 @@ def test_pool_for_threshold_invalid(threshold):
 
 def test_config_reexported():
     assert profiles.ThermalSchedulingConfig is config_module.ThermalSchedulingConfig
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+
+
+def table_rows(docstring: str) -> list[str]:
+    return [line for line in docstring.splitlines() if line.startswith("|")]
+
+
+@pytest.mark.parametrize("module", [config_module, profiles], ids=["settings", "profiles"])
+def test_doc_mirrors_table(module):
+    doc_lines = DOC.read_text(encoding="utf-8").splitlines()
+    rows = table_rows(module.__doc__)
+    assert rows
+    for row in rows:
+        assert row in doc_lines, f"docs/configuration.md lacks the row {row!r} of {module.__name__}"
+
+
+def test_doc_names_every_setting():
+    text = DOC.read_text(encoding="utf-8")
+    for name in config_module.setting_names():
+        # Ranges such as "throttle_nominal .. throttle_critical" cover the tiers between.
+        tier_range = name.rsplit("_", 1)[0] + "_nominal"
+        assert name in text or tier_range in text, name

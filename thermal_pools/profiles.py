@@ -1,6 +1,6 @@
 """Task profiles and per-task settings: what a task needs from the host before it may start.
 
-A :class:`TaskConfig` holds one task's thermal threshold, memory requirement, priority and retry
+A :class:`TaskConfig` stores one task's thermal threshold, memory requirement, priority and retry
 behaviour. Profiles are named sets of defaults for common kinds of work:
 
 | profile | thermal_threshold | memory_required_gb | priority | batch_size | workers |

@@ -1,7 +1,7 @@
 """Scheduling decisions: may a task start on this host now, and how hard may it run?
 
 :func:`decide` is the policy. It is a pure function of an observation, the task's needs and the
-settings, so the sensor, the operators and anything else that holds the same reading reach the
+settings, so the sensor, the operators and anything else that has the same reading reach the
 same decision. :class:`ThermalAwareScheduler` takes the reading from a monitor and keeps the last
 good thermal value for :func:`thermal_pools.tiers.resolve_state`.
 
@@ -151,7 +151,7 @@ def _threshold_phrase(threshold: int) -> str:
 
 
 def _load_phrase(reading: Reading) -> str:
-    """The figures behind a health score, for reasons; unknown figures are named as such."""
+    """Describe the figures behind a health score for a reason, naming unknown figures as such."""
     parts = []
     if reading.memory_used_percent is None:
         parts.append("memory use unknown")
@@ -222,8 +222,8 @@ def decide(
     delay = retry_delay(health, priority, config)
     throttle = config.throttle(state)
 
-    # Each entry of holds and notes is one sentence of the reason, naming the values involved.
-    holds: list[str] = []
+    # Each entry of hold_reasons and notes is one sentence of the reason, naming the values involved.
+    hold_reasons: list[str] = []
     notes: list[str] = []
     bypassed: list[str] = []
 
@@ -232,7 +232,7 @@ def decide(
         notes.append(f"The memory check was skipped because allow_memory_overcommit is on: {shortfall}.")
     elif shortfall:
         fix = "fix the monitor" if reading.memory_available_gib is None else "free memory"
-        holds.append(f"{shortfall[0].upper()}{shortfall[1:]} ({fix}, or lower memory_required_gb).")
+        hold_reasons.append(f"{shortfall[0].upper()}{shortfall[1:]} ({fix}, or lower memory_required_gb).")
 
     above_threshold = state > thermal_threshold
     unhealthy = health < config.min_health_score
@@ -247,35 +247,35 @@ def decide(
             notes.append(f"Critical priority bypassed {' and '.join(bypassed)}, so it runs at throttle {throttle:g}.")
     else:
         if above_threshold:
-            holds.append(
+            hold_reasons.append(
                 f"{_state_phrase(observation).capitalize()} is above the task's threshold "
                 f"{_threshold_phrase(thermal_threshold)}, so it waits for the host to cool or a higher thermal_threshold."
             )
         else:
             tier = ThermalState(thermal_threshold)
             if tier_slots(tier, state, slot_factor(state, reading, config), config) == 0:
-                holds.append(
+                hold_reasons.append(
                     f"Tier pool {pool_for_threshold(thermal_threshold, config)} has 0 slots "
                     f"because base_slots_{tier.label} is {config.base_slots(tier)}."
                 )
         if unhealthy:
-            holds.append(
+            hold_reasons.append(
                 f"Health score {health:.1f} is below min_health_score {config.min_health_score:g} "
                 f"({_load_phrase(reading)})."
             )
         if priority == "low":
             loaded = _memory_loaded(reading, config)
             if loaded:
-                holds.append(loaded)
+                hold_reasons.append(loaded)
 
-    should_run = not holds
+    should_run = not hold_reasons
     if should_run:
         sentences = [
             f"Run {task_id} ({priority} priority) on {reading.host}: {_state_phrase(observation)}, "
             f"threshold {_threshold_phrase(thermal_threshold)}, health {health:.1f}, throttle {throttle:g}."
         ]
     else:
-        sentences = [f"Hold {task_id} ({priority} priority) on {reading.host}.", *holds, f"Retry in {delay:.0f} s."]
+        sentences = [f"Hold {task_id} ({priority} priority) on {reading.host}.", *hold_reasons, f"Retry in {delay:.0f} s."]
     reason = " ".join([*sentences, *notes])
 
     log.info(
@@ -317,7 +317,7 @@ def suggest_configuration(
         "config": {
             "batch_size": max(1, math.floor(task.batch_size * factor + EPSILON)),
             "workers": max(1, math.floor(task.workers * factor + EPSILON)),
-            # NOTE: an estimate that assumes memory scales with batch size; model weights do not
+            # NOTE: an estimate that assumes memory grows with batch size. Model weights do not
             # shrink, so a task dominated by them still needs its full memory_required_gb.
             "memory_gb": round(task.memory_required_gb * factor, 2),
         },
