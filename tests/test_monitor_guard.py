@@ -176,6 +176,7 @@ def test_hung_read_times_out_then_recovers() -> None:
     assert_failed(first, "read timed out after 0.05 s")
     assert_failed(second, "previous read still hung")
     assert inner.calls == 1
+    assert monitor._hung.thread.daemon
 
     release.set()
     monitor._hung.thread.join(5)
@@ -183,6 +184,17 @@ def test_hung_read_times_out_then_recovers() -> None:
 
     assert third is healthy
     assert inner.calls == 2
+
+
+def test_broken_inner_host_still_returns() -> None:
+    class BrokenHost(ScriptedMonitor):
+        @property
+        def host(self) -> str:
+            raise RuntimeError("host lookup failed")
+
+    reading = GuardedMonitor(BrokenHost(raising(OSError("sensor gone")))).read()
+
+    assert_failed(reading, "guard failed: RuntimeError: host lookup failed")
 
 
 def test_invalid_timeout() -> None:

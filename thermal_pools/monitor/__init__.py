@@ -2,8 +2,8 @@
 
 :class:`HostMonitor` reads the machine it runs on (macOS or Linux), :class:`ReplayMonitor`
 plays back a recorded trace, and :class:`GuardedMonitor` wraps either so that a failing sensor
-yields an unknown reading instead of an exception. :func:`create_monitor` builds the one the
-configuration asks for.
+yields an unknown reading instead of an exception. :func:`create_monitor` builds the one that
+the configuration selects.
 """
 
 from __future__ import annotations

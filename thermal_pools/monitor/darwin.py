@@ -91,9 +91,9 @@ def memory_pressure_from_code(code: int) -> MemoryPressure:
 
 
 def low_power_from_preferences(preferences: Mapping[str, Any], on_battery: bool | None) -> bool | None:
-    """Return whether the power profile in use asks for low-power mode; ``None`` if it does not say.
+    """Return whether the active power profile enables low-power mode, or ``None`` if it has no such key.
 
-    The profile is "Battery Power" on battery and "AC Power" otherwise.
+    The active profile is "Battery Power" on battery and "AC Power" otherwise.
     """
     profile = preferences.get("Battery Power" if on_battery else "AC Power")
     if not isinstance(profile, Mapping):
@@ -162,7 +162,7 @@ class DarwinMonitor:
         builder.set("memory_pressure", pressure, f"sysctl {MEMORY_PRESSURE_SYSCTL}")
 
     def _add_low_power_mode(self, builder: ReadingBuilder) -> None:
-        """Set low-power mode: on if either source says so, off if a source read and none did."""
+        """Set low-power mode: on if either source reports it, off if a source was read and neither did."""
         answers: dict[str, bool] = {}
 
         try:
@@ -191,8 +191,8 @@ class DarwinMonitor:
 
 # -- the real calls --------------------------------------------------------------------------
 #
-# NOTE: the tests run these ctypes calls only on Linux, where loading libSystem fails; their
-# success path on macOS is checked by hand, and every test of the mapping uses fakes.
+# NOTE: the tests run these calls only on Linux, where loading libSystem fails, and test the
+# mapping against fakes. Their success path on macOS has not run in this repository's tests.
 
 LIBSYSTEM = "/usr/lib/libSystem.B.dylib"
 LIBOBJC = "/usr/lib/libobjc.A.dylib"

@@ -52,7 +52,9 @@ class _Attempt:
 
 
 class GuardedMonitor:
-    """Wraps a monitor so that ``read()`` returns within about ``timeout_seconds`` and never raises.
+    """Wraps a monitor so that ``read()`` never raises and returns within about ``timeout_seconds``.
+
+    Reads are serialized, so a caller that arrives during another caller's read waits for it first.
 
     A read that raises, takes longer than ``timeout_seconds`` or returns something other than a
     valid :class:`~thermal_pools.reading.Reading` yields a reading whose thermal state is
@@ -85,17 +87,26 @@ class GuardedMonitor:
     def read(self) -> Reading:
         # Serialized so that concurrent callers never start two inner reads at once.
         with self._lock:
-            reading, changes, cause = self._read_inner()
-            if cause is None:
-                try:
-                    valid = dataclasses.replace(reading, **changes) if changes else reading
-                except (TypeError, ValueError) as error:
-                    reading, changes, cause = None, {}, f"invalid reading: {error}"
-                else:
-                    self._note_success()
-                    return valid
-            self._note_failure(cause)
-            return self._failed(reading, changes, cause)
+            try:
+                return self._guarded_read()
+            except Exception as error:  # noqa: BLE001 - the last resort behind the promise never to raise
+                log.exception("Thermal monitor guard failed on %r", self.inner)
+                reason = f"{SENSOR_FAILED}: guard failed: {type(error).__name__}: {error}"
+                return Reading(host=socket.gethostname(), taken_at=utc_now(), thermal_reason=reason)
+
+    def _guarded_read(self) -> Reading:
+        reading, changes, cause = self._read_inner()
+        if cause is None:
+            try:
+                valid = dataclasses.replace(reading, **changes) if changes else reading
+            except (TypeError, ValueError) as error:
+                reading, changes, cause = None, {}, f"invalid reading: {error}"
+            else:
+                self._note_success()
+                return valid
+
+        self._note_failure(cause)
+        return self._failed(reading, changes, cause)
 
     def _read_inner(self) -> tuple[Reading | None, dict[str, Any], str | None]:
         """Return the inner reading, the changes that make it valid, and the failure cause if any."""

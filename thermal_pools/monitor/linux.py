@@ -42,8 +42,8 @@ from thermal_pools.reading import NO_SENSOR, MemoryPressure, Reading, ThermalSta
 # A zone this close below its passive trip point, in °C, counts as fair: it is about to throttle.
 FAIR_MARGIN_CELSIUS = 10.0
 
-# Temperatures outside this range, in °C, are firmware junk (unset sensors often report
-# negative values or 255 °C and up), so such zones and trip points are ignored.
+# Temperatures outside this range, in °C, are firmware placeholders rather than measurements
+# (for example negative values or 255 °C), so such zones and trip points are ignored.
 MIN_PLAUSIBLE_CELSIUS = 0.0
 MAX_PLAUSIBLE_CELSIUS = 200.0
 

@@ -259,7 +259,7 @@ class ReplayMonitor:
 
     With ``started_at=None``, a read returns the row at the cursor, a row index stored in
     ``<trace>.cursor`` next to the trace (0 when the file is absent). :meth:`step` and
-    :meth:`seek` move it, and every process reading the trace sees the move.
+    :meth:`seek` move it for every process that reads the trace.
 
     ``taken_at`` is the current time from ``clock``. The host is the row's ``host`` column,
     else ``host``, else this machine's host name.
@@ -345,7 +345,7 @@ class ReplayMonitor:
         self._write_cursor(index)
 
     def _write_cursor(self, index: int) -> None:
-        """Replace the cursor file atomically, so a concurrent reader sees the old or new index."""
+        """Replace the cursor file atomically, so a concurrent reader gets the old or the new index."""
         descriptor, temporary = tempfile.mkstemp(
             dir=self.cursor_path.parent, prefix=f".{self.cursor_path.name}.", suffix=".tmp"
         )
