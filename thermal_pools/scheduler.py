@@ -40,6 +40,7 @@ delay, for a task that fails for thermal reasons and retries.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import socket
@@ -408,22 +409,32 @@ class ThermalAwareScheduler:
                 "its thermal state is unknown; pass a reading with a thermal state or None"
             )
         self.last_good = last_good
+        # Failure causes already logged, so a monitor that keeps failing logs once, not per read.
+        self._logged_causes: set[str] = set()
 
     def read(self) -> Reading:
         """Take a reading from the monitor.
 
-        A monitor that raises yields a reading with an unknown thermal state, so the decision
-        falls back to the last good value or the safe state instead of failing the task.
+        A monitor that raises or returns something other than a valid reading yields a reading
+        with an unknown thermal state, so the decision falls back to the last good value or the
+        safe state instead of failing the task. Each distinct cause is logged once.
         """
+        # Imported here for the same reason as create_monitor in __init__.
+        from thermal_pools.monitor.guard import _validate
+
+        error: Exception | None = None
         try:
-            return self.monitor.read()
-        except Exception as error:  # any monitor failure must still lead to a safe decision
-            log.warning("monitor %r failed to read: %s", self.monitor, error, exc_info=True)
-            return Reading(
-                host=socket.gethostname(),
-                taken_at=utc_now(),
-                thermal_reason=f"monitor read failed: {error}",
-            )
+            reading, changes, cause = _validate(self.monitor.read())
+        except Exception as raised:  # any monitor failure must still lead to a safe decision
+            error, cause = raised, str(raised)
+        if cause is None:
+            self._logged_causes.clear()
+            return dataclasses.replace(reading, **changes) if changes else reading
+
+        if cause not in self._logged_causes:
+            self._logged_causes.add(cause)
+            log.warning("monitor %r failed to read: %s", self.monitor, cause, exc_info=error)
+        return Reading(host=socket.gethostname(), taken_at=utc_now(), thermal_reason=f"monitor read failed: {cause}")
 
     def observe(self, reading: Reading | None = None) -> Observation:
         """Resolve the state to act on for ``reading`` (default: a new reading), then remember it."""
