@@ -46,7 +46,7 @@ import math
 import socket
 from dataclasses import dataclass
 from datetime import timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from thermal_pools.config import ThermalSchedulingConfig, load_config
 from thermal_pools.health import health_score
@@ -62,6 +62,9 @@ from thermal_pools.profiles import (
 )
 from thermal_pools.reading import MemoryPressure, Reading, ThermalState, utc_now
 from thermal_pools.tiers import Observation, resolve_state, slot_factor, tier_slots
+
+if TYPE_CHECKING:
+    from thermal_pools.monitor.base import Monitor
 
 __all__ = [
     "SchedulingDecision",
@@ -79,12 +82,6 @@ RETRY_DELAY_FACTOR = {"low": 1.5, "normal": 1.0, "high": 0.5, "critical": 0.5}
 
 # Added before rounding down scaled sizes, so 10 * 0.7 does not floor to 6 through float error.
 EPSILON = 1e-9
-
-
-class ReadingSource(Protocol):
-    """A monitor: anything with a ``read()`` method returning a :class:`Reading`."""
-
-    def read(self) -> Reading: ...
 
 
 @dataclass(frozen=True)
@@ -391,7 +388,7 @@ class ThermalAwareScheduler:
     def __init__(
         self,
         config: ThermalSchedulingConfig | None = None,
-        monitor: ReadingSource | None = None,
+        monitor: Monitor | None = None,
         *,
         last_good: Reading | None = None,
     ) -> None:
