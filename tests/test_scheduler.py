@@ -539,3 +539,14 @@ def test_stats_memory_unknown_advice():
     stats = make_scheduler(reading).get_scheduling_stats()
     assert stats["memory_utilization"] is None
     assert any("Available memory is unknown" in line for line in stats["recommendations"])
+
+
+def test_default_monitor_reads_this_host():
+    # The real monitor for this platform: on a Linux host without a thermal sensor the state
+    # comes from no_sensor_state, on a Mac from the sensor.
+    scheduler = ThermalAwareScheduler(ThermalSchedulingConfig())
+    decision = scheduler.should_run_task("smoke", 3, 0.0, "normal")
+    assert decision.reading.host
+    assert decision.observation_basis in ("sensor", NO_SENSOR)
+    assert 0.0 <= decision.health_score <= 100.0
+    assert decision.reading.memory_available_gib is not None
