@@ -1,0 +1,214 @@
+"""ThermalClearanceTrigger and ClearanceCheck: serialization, events, remote hosts, last good value."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.airflow_helpers import write_trace
+from thermal_pools.config import load_config
+from thermal_pools.monitor import ReplayMonitor
+from thermal_pools.reading import MemoryPressure, Reading, ThermalState, utc_now
+from thermal_pools.sensors.clearance_trigger import ClearanceCheck, ThermalClearanceTrigger
+from thermal_pools.store import ReadingStore
+
+NOMINAL, FAIR, SERIOUS, CRITICAL, FAILED = range(5)
+
+
+@pytest.fixture
+def replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ReplayMonitor:
+    """A stepped trace (rows: nominal, fair, serious, critical, failed) that load_config() plays."""
+    trace = write_trace(tmp_path / "host.jsonl", [0, 1, 2, 3, None], host="replayed-host")
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__MONITOR", "replay")
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__REPLAY_TRACE", str(trace))
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__READINGS_URL", f"sqlite:///{tmp_path / 'readings.db'}")
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__SENSOR_GRACE_PERIOD_SECONDS", "0")
+    return ReplayMonitor(trace)
+
+
+@pytest.fixture
+def store(tmp_path: Path, replay: ReplayMonitor) -> ReadingStore:
+    return ReadingStore(f"sqlite:///{tmp_path / 'readings.db'}")
+
+
+def record(store: ReadingStore, host: str, state: ThermalState | None, age_seconds: float) -> Reading:
+    """Record a maintenance step of ``host`` whose reading is ``age_seconds`` old."""
+    reading = Reading(
+        host=host,
+        taken_at=utc_now() - timedelta(seconds=age_seconds),
+        thermal_state=state,
+        thermal_reason="" if state is not None else "sensor failed: test",
+        memory_used_percent=30.0,
+        memory_available_gib=12.0,
+        memory_pressure=MemoryPressure.NORMAL,
+        cpu_load=0.1,
+    )
+    observed = state if state is not None else ThermalState.SERIOUS
+    store.record(reading, observed_state=observed, planned_state=observed, basis="sensor", throttle=1.0, health_score=90.0, pools={})
+    return reading
+
+
+def make_trigger(**changes: object) -> ThermalClearanceTrigger:
+    arguments: dict[str, object] = {
+        "task_id": "gate",
+        "thermal_threshold": 1,
+        "memory_required_gb": 2.0,
+        "priority": "normal",
+        "target_host": socket.gethostname(),
+        "deadline": time.time() + 60,
+        "poll_interval": 0.05,
+    }
+    arguments.update(changes)
+    return ThermalClearanceTrigger(**arguments)
+
+
+async def first_event(trigger: ThermalClearanceTrigger, timeout: float = 20) -> dict:
+    events = trigger.run()
+    try:
+        event = await asyncio.wait_for(anext(events), timeout)
+    finally:
+        await events.aclose()
+    return event.payload
+
+
+# -- serialization ------------------------------------------------------------------------------
+
+
+def test_trigger_serialize_round_trip() -> None:
+    trigger = make_trigger(exponential_backoff=True, max_poll_interval=30.0)
+
+    classpath, kwargs = trigger.serialize()
+    module_name, class_name = classpath.rsplit(".", 1)
+    rebuilt = getattr(importlib.import_module(module_name), class_name)(**json.loads(json.dumps(kwargs)))
+
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert class_name == "ThermalClearanceTrigger"
+
+
+@pytest.mark.parametrize(("change", "message"), [({"poll_interval": 0}, "invalid poll_interval 0"), ({"deadline": float("inf")}, "invalid deadline inf")])
+def test_trigger_rejects_invalid_args(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_trigger(**change)
+
+
+def test_trigger_backoff_interval() -> None:
+    trigger = make_trigger(poll_interval=5, exponential_backoff=True, max_poll_interval=12)
+
+    intervals = [5.0]
+    for _ in range(3):
+        intervals.append(trigger._next_interval(intervals[-1]))
+
+    assert intervals == [5.0, 10.0, 12.0, 12.0]
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+def test_trigger_clears_after_cooling(replay: ReplayMonitor) -> None:
+    replay.seek(SERIOUS)
+
+    async def scenario() -> tuple[bool, dict]:
+        events = make_trigger().run()
+        waiting = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0.5)
+        still_waiting = not waiting.done()
+        replay.seek(FAIR)
+        event = await asyncio.wait_for(waiting, 20)
+        await events.aclose()
+        return still_waiting, event.payload
+
+    still_waiting, payload = asyncio.run(scenario())
+
+    assert still_waiting
+    assert payload["status"] == "cleared"
+    assert payload["checks"] > 1
+    assert payload["clearance"]["thermal_state"] == 1
+    assert payload["clearance"]["throttle_level"] == 0.9
+    assert payload["clearance"]["host"] == "replayed-host"
+
+
+def test_trigger_times_out(replay: ReplayMonitor) -> None:
+    replay.seek(SERIOUS)
+
+    payload = asyncio.run(first_event(make_trigger(deadline=time.time() + 0.3)))
+
+    assert payload["status"] == "timeout"
+    assert "not cleared" in payload["message"]
+    assert "serious" in payload["reason"]
+
+
+def test_trigger_failed_sensor_times_out(replay: ReplayMonitor) -> None:
+    replay.seek(FAILED)
+
+    payload = asyncio.run(first_event(make_trigger(deadline=time.time() + 0.2)))
+
+    assert payload["status"] == "timeout"
+    assert "safe state" in payload["reason"]
+
+
+def test_trigger_remote_host_fresh(store: ReadingStore) -> None:
+    record(store, "studio-mac", ThermalState.NOMINAL, age_seconds=10)
+
+    payload = asyncio.run(first_event(make_trigger(target_host="studio-mac")))
+
+    assert payload["status"] == "cleared"
+    assert payload["clearance"]["host"] == "studio-mac"
+    assert payload["clearance"]["memory_available_gib"] == 12.0
+
+
+def test_trigger_remote_host_stale(store: ReadingStore) -> None:
+    record(store, "studio-mac", ThermalState.NOMINAL, age_seconds=load_config().stale_after_seconds + 60)
+
+    payload = asyncio.run(first_event(make_trigger(target_host="studio-mac", deadline=time.time() + 0.2)))
+
+    assert payload["status"] == "timeout"
+    assert "older than stale_after_seconds" in payload["reason"]
+
+
+def test_trigger_remote_host_unrecorded(store: ReadingStore) -> None:
+    payload = asyncio.run(first_event(make_trigger(target_host="never-seen", deadline=time.time() + 0.2)))
+
+    assert payload["status"] == "timeout"
+    assert "no reading of host never-seen recorded" in payload["reason"]
+
+
+# -- ClearanceCheck -----------------------------------------------------------------------------
+
+
+def test_check_local_host_reads_monitor(replay: ReplayMonitor) -> None:
+    replay.seek(CRITICAL)
+    check = ClearanceCheck("gate", thermal_threshold=3)
+
+    decision = check.decide()
+
+    assert check.local
+    assert decision.should_run
+    assert decision.thermal_state == ThermalState.CRITICAL
+
+
+def test_check_recalls_last_good(replay: ReplayMonitor, store: ReadingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__SENSOR_GRACE_PERIOD_SECONDS", "300")
+    record(store, "replayed-host", ThermalState.NOMINAL, age_seconds=30)
+    replay.seek(FAILED)
+
+    decision = ClearanceCheck("gate", thermal_threshold=1).decide()
+
+    assert decision.should_run
+    assert decision.observation_basis.startswith("last good value")
+
+
+def test_check_stale_remote_ignores_last_good(store: ReadingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__SENSOR_GRACE_PERIOD_SECONDS", "300")
+    record(store, "studio-mac", ThermalState.NOMINAL, age_seconds=load_config().stale_after_seconds + 30)
+
+    decision = ClearanceCheck("gate", thermal_threshold=1, target_host="studio-mac").decide()
+
+    assert not decision.should_run
+    assert decision.observation_basis.startswith("safe state")
