@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+# Keep Airflow, imported by the tests themselves, away from ~/airflow and from settings of the
+# machine: every test process gets an empty AIRFLOW_HOME and no [thermal_pools] overrides.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="thermal-pools-test-home-")
+for _name in [name for name in os.environ if name.startswith("AIRFLOW__THERMAL_POOLS__")]:
+    del os.environ[_name]
 
-from tests.airflow_helpers import unpause, wait_for_dag, write_trace
-from thermal_pools.local_airflow import LocalAirflow
+import pytest  # noqa: E402
+
+from tests.airflow_helpers import unpause, wait_for_dag, write_trace  # noqa: E402
+from thermal_pools.local_airflow import LocalAirflow  # noqa: E402
 
 # Artifacts (screenshots, Airflow logs of failed runs) land here; CI keeps the folder.
 ARTIFACTS = Path(os.environ.get("THERMAL_POOLS_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))

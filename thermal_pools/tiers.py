@@ -147,7 +147,9 @@ def tier_slots(tier: ThermalState, state: ThermalState, factor: float, config: T
     return slots
 
 
-def describe(observation: Observation, state: ThermalState, hold: str, since: datetime, factor: float) -> str:
+def describe(
+    observation: Observation, state: ThermalState, hold: str, since: datetime, throttle: float, factor: float
+) -> str:
     """One line for the pool description: state, throttle, memory, time.
 
     Figures are rounded (memory to 10 %) so that the description changes only when something a
@@ -158,7 +160,7 @@ def describe(observation: Observation, state: ThermalState, hold: str, since: da
     if hold:
         parts[0] += f", {hold}"
     parts.append(f"since {since.strftime('%Y-%m-%d %H:%M')} UTC")
-    parts.append(f"slots x{factor:.2f}")
+    parts.append(f"throttle {throttle:.0%}" + (f", slots x{factor:.2f}" if abs(factor - throttle) > 1e-9 else ""))
     if reading.memory_used_percent is not None:
         memory = f"memory ~{round(reading.memory_used_percent, -1):.0f}% used"
     else:
@@ -188,7 +190,8 @@ def plan_pools(
     """
     state = planned_state if planned_state is not None else observation.state
     factor = slot_factor(state, observation.reading, config)
-    description = describe(observation, state, hold, since or observation.reading.taken_at, factor)
+    throttle = config.throttle(state)
+    description = describe(observation, state, hold, since or observation.reading.taken_at, throttle, factor)
     pools = tuple(
         PoolTarget(
             name=config.pool_name(tier),
@@ -198,4 +201,4 @@ def plan_pools(
         )
         for tier in ThermalState
     )
-    return PoolPlan(state=state, throttle=config.throttle(state), slot_factor=factor, pools=pools)
+    return PoolPlan(state=state, throttle=throttle, slot_factor=factor, pools=pools)
