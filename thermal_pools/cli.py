@@ -148,11 +148,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(verbose: bool) -> None:
+    """Log to stderr at WARNING (INFO with --verbose), so stdout carries only the command's output.
+
+    Importing Airflow installs its own root handler on stdout at INFO, which would mix log lines
+    into ``--json`` output, so Airflow is imported first and its handler replaced.
+    """
+    try:
+        import airflow  # noqa: F401
+    except ImportError:
+        pass
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(args.verbose)
 
     from thermal_pools.maintenance import StepFailed
     from thermal_pools.monitor import TraceError
