@@ -85,3 +85,25 @@ def test_newer_than(store):
     add(store, 5, 0)
     assert store.newer_than("studio", T0)
     assert not store.newer_than("studio", T0 + timedelta(minutes=5))
+
+
+def test_store_from_airflow_connection(tmp_path, monkeypatch):
+    from thermal_pools.config import ThermalSchedulingConfig
+    from thermal_pools.store import store_from_config
+
+    database = tmp_path / "via-connection.db"
+    monkeypatch.setenv("AIRFLOW_CONN_READINGS_DB", f"sqlite:///{database}")
+    store = store_from_config(ThermalSchedulingConfig(readings_conn_id="readings_db"))
+    add(store, 0, 1)
+    assert store.count() == 1
+    assert database.exists()
+
+
+def test_store_rejects_non_sql_connection(monkeypatch):
+    from thermal_pools.config import ThermalSchedulingConfig
+    from thermal_pools.store import store_from_config
+
+    monkeypatch.setenv("AIRFLOW_CONN_NOT_SQL", "http://user:secret@127.0.0.1:9")
+    with pytest.raises(ValueError, match="not a SQL database") as caught:
+        store_from_config(ThermalSchedulingConfig(readings_conn_id="not_sql"))
+    assert "secret" not in str(caught.value)

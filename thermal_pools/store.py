@@ -118,6 +118,7 @@ class ReadingStore:
     """
 
     def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        # ``url`` is for messages only when ``engine`` is given; it must not carry a password.
         self.url = url
         if engine is None:
             connect_args: dict[str, Any] = {}
@@ -323,11 +324,17 @@ def store_from_config(config: Any) -> ReadingStore:
         from airflow.sdk import BaseHook
 
         connection = BaseHook.get_connection(config.readings_conn_id)
-        hook = connection.get_hook()
+        try:
+            hook = connection.get_hook()
+        except Exception:
+            # Airflow raises its own exception type for a connection type with no hook installed.
+            hook = None
         if not isinstance(hook, DbApiHook):
             raise ValueError(
                 f"readings_conn_id {config.readings_conn_id!r} is a {connection.conn_type!r} connection, "
-                "not a SQL database: point it at a SQL connection or set readings_url instead"
+                "not a SQL database with an installed provider: point it at a SQL connection "
+                "(for example sqlite or postgres) or set readings_url instead"
             )
-        return ReadingStore(hook.sqlalchemy_url.render_as_string(hide_password=False))
+        engine = hook.get_sqlalchemy_engine()
+        return ReadingStore(engine.url.render_as_string(hide_password=True), engine=engine)
     return ReadingStore(config.readings_database_url())
