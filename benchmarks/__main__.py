@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import time
 import traceback
@@ -60,14 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(MODULES[name])
         print(f"\n== {name}: {module.TITLE}{' (quick)' if args.quick else ''}", flush=True)
         began = time.monotonic()
+        load_before = os.getloadavg()[0]
         try:
             new = module.run(quick=args.quick)
         except Exception:  # noqa: BLE001 - one broken benchmark must not lose the others' figures
             failed.append(name)
             log.error("benchmark %s failed after %.0f s:\n%s", name, time.monotonic() - began, traceback.format_exc())
             continue
-        log.info("benchmark %s took %.0f s", name, time.monotonic() - began)
+        seconds = time.monotonic() - began
+        log.info("benchmark %s took %.0f s", name, seconds)
+        # Other work on the machine skews every figure; the load average shows how much there was.
+        load = {"load_average_1m_before": load_before, "load_average_1m_after": os.getloadavg()[0], "benchmark_seconds": seconds}
         for figure in new:
+            figure.details.update(load)
             print(format_figure(figure), flush=True)
         figures.extend(new)
         output = record(figures, argv=command, started_at=started_at, output=output)

@@ -1,0 +1,191 @@
+"""Waiting for clearance without holding workers: blocking loop, reschedule sensor, deferrable sensor.
+
+A real local Airflow replays a hot spell in real time: serious from the start, nominal from
+``cool_offset`` on. Three DAGs (``benchmarks/dags/clearance``), triggered together, each have
+``HEAVY_TASKS`` heavy tasks that may start at fair or cooler, so they all wait out the spell:
+
+- blocking baseline: each heavy task polls ``ThermalAwareScheduler.should_run_task`` every
+  10 s in a sleep loop on its worker, as a hand-written ``wait_for_clearance`` would;
+- ``ThermalClearanceSensor`` in reschedule mode before each heavy task, poking every 10 s;
+- the same sensor, deferrable, polling every 10 s in the triggerer.
+
+Worker-slot-seconds held while waiting come from the REST API's event log: each ``running``
+event of a waiting task opens a worker interval that its next ``up_for_reschedule``,
+``deferred`` or final state event closes. For the blocking baseline the interval ends when the
+heavy work starts (the time the task returns). The start delay is the time from the trace's
+cooling to the heavy work's start.
+
+Targets: reschedule holds at most 1/50 of the baseline's slot-seconds, deferrable at most
+1/200, and the sensors' start delay is at most one poke interval plus the scheduler latency
+(from a sensor's success to its heavy task's start, measured in the same run).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.local import DAGS, event_log, local_airflow, parse_time, task_instances
+from benchmarks.runner import Figure, median
+from tests.airflow_helpers import trigger, unpause, wait_for_dag, wait_for_run
+
+NAME = "clearance"
+TITLE = "waiting for clearance: blocking loop against the reschedule and deferrable sensor"
+
+log = logging.getLogger(__name__)
+
+# The same values as in benchmarks/dags/clearance/clearance.py, which this module does not import
+# because loading a DAG file reads the Airflow configuration of the calling process.
+HEAVY_TASKS = 4
+CHECK_INTERVAL_SECONDS = 10
+
+BLOCKING, RESCHEDULE, DEFERRABLE = "bench_wait_blocking", "bench_wait_reschedule", "bench_wait_deferrable"
+# Events that end a worker interval opened by a "running" event.
+CLOSING_EVENTS = {"up_for_reschedule", "deferred", "success", "failed", "up_for_retry", "skipped"}
+# Time after Airflow's launch by which the runs must have been triggered; it starts in about a minute here.
+READY_SECONDS = 150.0
+FIGURES = {"memory_used_percent": 40.0, "memory_available_gib": 20.0, "memory_pressure": "normal", "cpu_load": 0.2,
+           "low_power_mode": False, "on_battery": False}
+
+
+def write_trace(path: Path, cool_offset: float) -> None:
+    """Serious from the start, nominal from ``cool_offset`` seconds on."""
+    with path.open("w") as trace:
+        trace.write(json.dumps({"offset_seconds": 0, "thermal_state": "serious", **FIGURES}) + "\n")
+        trace.write(json.dumps({"offset_seconds": cool_offset, "thermal_state": "nominal", **FIGURES}) + "\n")
+
+
+def worker_intervals(events: list[dict], task_id: str) -> list[tuple[float, float | None]]:
+    """(start, end) of each worker run of ``task_id``; end is ``None`` if no closing event followed."""
+    intervals: list[tuple[float, float | None]] = []
+    opened: float | None = None
+    for event in events:
+        if event["task_id"] != task_id:
+            continue
+        when = parse_time(event["when"])
+        if event["event"] == "running":
+            if opened is not None:
+                intervals.append((opened, None))
+            opened = when
+        elif event["event"] in CLOSING_EVENTS and opened is not None:
+            intervals.append((opened, when))
+            opened = None
+    if opened is not None:
+        intervals.append((opened, None))
+    return intervals
+
+
+def return_value(api, dag_id: str, run_id: str, task_id: str) -> dict:
+    response = api.get(
+        f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value",
+        params={"deserialize": True},
+    )
+    response.raise_for_status()
+    return response.json()["value"]
+
+
+def measure_blocking(api, run_id: str, cooled_at: float) -> dict:
+    events = event_log(api, BLOCKING, run_id)
+    held, delays = 0.0, []
+    for index in range(HEAVY_TASKS):
+        task_id = f"heavy_{index}"
+        started = return_value(api, BLOCKING, run_id, task_id)["heavy_started_at"]
+        runs = worker_intervals(events, task_id)
+        held += started - runs[-1][0]
+        delays.append(started - cooled_at)
+    return {"slot_seconds": held, "delays": delays, "latencies": [], "worker_runs": HEAVY_TASKS}
+
+
+def measure_sensor(api, dag_id: str, run_id: str, cooled_at: float) -> dict:
+    events = event_log(api, dag_id, run_id)
+    starts = {ti["task_id"]: parse_time(ti["start_date"]) for ti in task_instances(api, dag_id, run_id)}
+    held, delays, latencies, worker_runs = 0.0, [], [], 0
+    for index in range(HEAVY_TASKS):
+        runs = worker_intervals(events, f"clearance_{index}")
+        if any(end is None for _, end in runs):
+            raise RuntimeError(f"{dag_id} run {run_id}: clearance_{index} has a worker run without an end event: {runs}")
+        held += sum(end - start for start, end in runs)
+        worker_runs += len(runs)
+        heavy_started = starts[f"heavy_{index}"]
+        delays.append(heavy_started - cooled_at)
+        latencies.append(heavy_started - runs[-1][1])
+    return {"slot_seconds": held, "delays": delays, "latencies": latencies, "worker_runs": worker_runs}
+
+
+def run(quick: bool = False) -> list[Figure]:
+    # Seconds of hot spell after the runs are triggered, at the latest READY_SECONDS after launch.
+    spell = 60.0 if quick else 180.0
+    cool_offset = READY_SECONDS + spell
+    dag_ids = (BLOCKING, RESCHEDULE, DEFERRABLE)
+    with tempfile.TemporaryDirectory(prefix="thermal-pools-bench-trace-") as folder:
+        trace = Path(folder) / "hot_spell.jsonl"
+        write_trace(trace, cool_offset)
+        started_at = time.time()
+        cooled_at = started_at + cool_offset
+        settings = {"monitor": "replay", "replay_trace": str(trace), "replay_started_at": f"{started_at:.3f}"}
+        with local_airflow(NAME, DAGS / "clearance", settings) as airflow, airflow.api() as api:
+            for dag_id in dag_ids:
+                wait_for_dag(api, dag_id)
+                unpause(api, dag_id)
+            triggered_at = time.time()
+            if triggered_at > started_at + READY_SECONDS:
+                raise RuntimeError(
+                    f"Airflow took {triggered_at - started_at:.0f} s to get ready, more than {READY_SECONDS:.0f} s; "
+                    "raise READY_SECONDS for this machine"
+                )
+            runs = {dag_id: trigger(api, dag_id) for dag_id in dag_ids}
+            log.info("triggered %s; the trace cools %.0f s from now", ", ".join(dag_ids), cooled_at - triggered_at)
+            for dag_id, run_id in runs.items():
+                state = wait_for_run(api, dag_id, run_id, timeout=cool_offset + 600)
+                if state != "success":
+                    raise RuntimeError(f"run {run_id} of {dag_id} ended {state}; see the task logs in {airflow.home}")
+
+            results = {
+                BLOCKING: measure_blocking(api, runs[BLOCKING], cooled_at),
+                RESCHEDULE: measure_sensor(api, RESCHEDULE, runs[RESCHEDULE], cooled_at),
+                DEFERRABLE: measure_sensor(api, DEFERRABLE, runs[DEFERRABLE], cooled_at),
+            }
+    for dag_id, result in results.items():
+        log.info("%s: %.1f slot-seconds in %d worker run(s), start delays %s s", dag_id, result["slot_seconds"],
+                 result["worker_runs"], [round(delay, 1) for delay in result["delays"]])
+
+    waited = cooled_at - triggered_at
+    baseline = results[BLOCKING]["slot_seconds"]
+    figures = []
+    for dag_id, label, factor in ((RESCHEDULE, "reschedule", 50), (DEFERRABLE, "deferrable", 200)):
+        held = results[dag_id]["slot_seconds"]
+        figures.append(
+            Figure(
+                NAME,
+                f"{label} sensor: worker-slot-seconds held while {HEAVY_TASKS} tasks wait {waited:.0f} s",
+                held,
+                "slot-s",
+                baseline="blocking poll loop in the task",
+                baseline_value=baseline,
+                target=f"<= 1/{factor} of the baseline",
+                met=held * factor <= baseline,
+                details={"worker_runs": results[dag_id]["worker_runs"], "baseline_worker_runs": HEAVY_TASKS},
+            )
+        )
+    for dag_id, label in ((RESCHEDULE, "reschedule"), (DEFERRABLE, "deferrable")):
+        result = results[dag_id]
+        latency = max(result["latencies"])
+        bound = CHECK_INTERVAL_SECONDS + latency
+        figures.append(
+            Figure(
+                NAME,
+                f"{label} sensor: start delay after cooling (max of {HEAVY_TASKS})",
+                max(result["delays"]),
+                "s",
+                baseline="blocking poll loop in the task",
+                baseline_value=max(results[BLOCKING]["delays"]),
+                target=f"<= poke interval ({CHECK_INTERVAL_SECONDS} s) + scheduler latency ({latency:.1f} s max)",
+                met=max(result["delays"]) <= bound,
+                details={"delays": result["delays"], "median_delay": median(result["delays"]),
+                         "scheduler_latencies": result["latencies"], "baseline_delays": results[BLOCKING]["delays"]},
+            )
+        )
+    return figures
