@@ -10,6 +10,9 @@ a shell. A step:
 4. applies the plan through the REST API, unless a newer step has been recorded meanwhile;
 5. records the outcome and prunes rows past the retention limit.
 
+Steps 3-5 hold a per-host file lock, so concurrent steps (the DAG beside ``thermal-pools sync``)
+leave the pools at the plan of the newest reading.
+
 Faults degrade safely. A readings database that is locked, full or missing is logged and the
 plan is still applied (without the history it lacks the stabilization window and the last good
 value). An API failure raises :class:`StepFailed` after recording it, so Airflow retries the
@@ -18,9 +21,16 @@ task, and the pools keep their previous sizes until a later step succeeds.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,6 +42,9 @@ from thermal_pools.store import ReadingStore
 from thermal_pools.tiers import Observation, PoolPlan, plan_pools, resolve_state, stabilize
 
 log = logging.getLogger(__name__)
+
+# Longest wait for another step of the same host to finish, s; past it the step goes ahead.
+STEP_LOCK_TIMEOUT_SECONDS = 30.0
 
 
 class StepFailed(RuntimeError):
@@ -77,6 +90,46 @@ def _history_or_none(store: ReadingStore | None, action: str, call, *args):
         return None
 
 
+@contextmanager
+def _host_step_lock(host: str) -> Iterator[None]:
+    """Hold an exclusive file lock for ``host`` so that its steps record and apply one at a time.
+
+    Without it, an older step that found no newer step just before a newer one was recorded
+    could write its pools after the newer step did, leaving the older plan in force. The lock is
+    an ``flock`` on a file in the temporary folder, so it covers the threads and processes of
+    one machine, which is where a host's steps run. A lock that cannot be taken is logged and the
+    step goes ahead unserialized.
+    """
+    path = Path(tempfile.gettempdir()) / f"thermal-pools-step-{re.sub(r'[^A-Za-z0-9_.-]', '_', host)}.lock"
+    try:
+        file = open(path, "a")  # noqa: SIM115 - closed below
+    except OSError as error:
+        log.warning("host %s: cannot open step lock %s, steps are not serialized: %s", host, path, error)
+        yield
+        return
+
+    with file:
+        deadline = time.monotonic() + STEP_LOCK_TIMEOUT_SECONDS
+        locked = False
+        while not locked:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+        if not locked:
+            log.warning(
+                "host %s: another step held %s for %.0f s, going ahead unserialized", host, path, STEP_LOCK_TIMEOUT_SECONDS
+            )
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(file, fcntl.LOCK_UN)
+
+
 def plan_step(
     config: ThermalSchedulingConfig, monitor: Monitor, store: ReadingStore | None
 ) -> tuple[Observation, PoolPlan, float]:
@@ -116,42 +169,43 @@ def run_step(
         plan.slots_by_name(),
     )
 
-    row_id = _history_or_none(
-        store,
-        "record the reading",
-        lambda: store.record(
-            reading,
-            observed_state=observation.state,
-            planned_state=plan.state,
-            basis=observation.basis,
-            throttle=plan.throttle,
-            health_score=health,
-            pools=plan.slots_by_name(),
-        ),
-    )
+    with _host_step_lock(reading.host):
+        row_id = _history_or_none(
+            store,
+            "record the reading",
+            lambda: store.record(
+                reading,
+                observed_state=observation.state,
+                planned_state=plan.state,
+                basis=observation.basis,
+                throttle=plan.throttle,
+                health_score=health,
+                pools=plan.slots_by_name(),
+            ),
+        )
 
-    if _history_or_none(store, "check for newer steps", store and store.newer_than, reading.host, reading.taken_at):
-        # A step that read the host later has been recorded; its plan wins, so this older one
-        # must not overwrite it.
-        outcome = "superseded"
-        applied = None
-        log.info("host %s: a newer maintenance step exists, not applying the plan of %s", reading.host, reading.taken_at)
-    else:
-        try:
-            applied = client.apply(plan.pools)
-        except PoolsApiError as error:
-            outcome = f"failed: {error}"
-            log.error("host %s: pools not resized, previous sizes stay in force: %s", reading.host, error)
-            _history_or_none(store, "record the outcome", lambda: row_id is not None and store.set_outcome(row_id, outcome))
-            raise StepFailed(str(error)) from None
-        outcome = "applied" if applied.changed else "unchanged"
-        if applied.changed:
-            changes = {name: f"{applied.previous.get(name, 'new')} -> {plan.slots_by_name()[name]}" for name in applied.created + applied.updated}
-            log.info("host %s: pools resized %s", reading.host, changes)
+        if _history_or_none(store, "check for newer steps", store and store.newer_than, reading.host, reading.taken_at):
+            # A step that read the host later has been recorded; its plan wins, so this older one
+            # must not overwrite it.
+            outcome = "superseded"
+            applied = None
+            log.info("host %s: a newer maintenance step exists, not applying the plan of %s", reading.host, reading.taken_at)
         else:
-            log.info("host %s: pools already match the plan, nothing written", reading.host)
+            try:
+                applied = client.apply(plan.pools)
+            except PoolsApiError as error:
+                outcome = f"failed: {error}"
+                log.error("host %s: pools not resized, previous sizes stay in force: %s", reading.host, error)
+                _history_or_none(store, "record the outcome", lambda: row_id is not None and store.set_outcome(row_id, outcome))
+                raise StepFailed(str(error)) from None
+            outcome = "applied" if applied.changed else "unchanged"
+            if applied.changed:
+                changes = {name: f"{applied.previous.get(name, 'new')} -> {plan.slots_by_name()[name]}" for name in applied.created + applied.updated}
+                log.info("host %s: pools resized %s", reading.host, changes)
+            else:
+                log.info("host %s: pools already match the plan, nothing written", reading.host)
 
-    _history_or_none(store, "record the outcome", lambda: row_id is not None and store.set_outcome(row_id, outcome))
+        _history_or_none(store, "record the outcome", lambda: row_id is not None and store.set_outcome(row_id, outcome))
     _history_or_none(store, "prune old readings", store and store.prune, config.retention_days, reading.taken_at)
     return StepResult(observation, plan, health, outcome, applied, row_id)
 
