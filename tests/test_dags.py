@@ -26,7 +26,7 @@ def test_dag_folder_has_no_import_errors(dagbag):
 
 def test_maintenance_dag_schedule(dagbag):
     dag = dagbag.dags["thermal_pool_maintenance"]
-    assert dag.timetable.summary == "* * * * *"
+    assert dag.timetable.expression == "* * * * *"
     assert dag.catchup is False
     assert dag.max_active_runs == 1
 
