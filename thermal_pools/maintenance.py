@@ -26,11 +26,12 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -42,6 +43,8 @@ from thermal_pools.store import ReadingStore
 from thermal_pools.tiers import Observation, PoolPlan, plan_pools, resolve_state, stabilize
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Longest wait for another step of the same host to finish, s; past it the step goes ahead.
 STEP_LOCK_TIMEOUT_SECONDS = 30.0
@@ -79,15 +82,20 @@ class StepResult:
         }
 
 
-def _history_or_none(store: ReadingStore | None, action: str, call, *args):
-    """Run a readings-table query, logging and returning None when the database fails."""
+def _guarded(store: ReadingStore | None, action: str, call: Callable[[ReadingStore], T]) -> T | None:
+    """Run ``call(store)``; log and return None when there is no store or the database fails."""
     if store is None:
         return None
     try:
-        return call(*args)
+        return call(store)
     except SQLAlchemyError as error:
-        log.warning("readings database at %s failed to %s: %s", store.engine.url, action, error)
+        log.warning("readings database %s failed to %s: %s", store.url, action, error)
         return None
+
+
+def _record_outcome(store: ReadingStore | None, row_id: int | None, outcome: str) -> None:
+    if row_id is not None:
+        _guarded(store, "record the outcome", lambda s: s.set_outcome(row_id, outcome))
 
 
 @contextmanager
@@ -137,14 +145,15 @@ def plan_step(
     reading = monitor.read()
     now = reading.taken_at
 
-    last_good = _history_or_none(store, "read the last good value", store and store.last_good, reading.host, now)
+    host = reading.host
+    last_good = _guarded(store, "read the last good value", lambda s: s.last_good(host, now))
     observation = resolve_state(reading, last_good, config)
 
     window_start = now - timedelta(seconds=config.stabilization_window_seconds)
-    recent = _history_or_none(store, "read recent states", store and store.observed_states, reading.host, window_start)
+    recent = _guarded(store, "read recent states", lambda s: s.observed_states(host, window_start))
     planned, hold = stabilize(observation.state, recent or [], now, config)
 
-    since = _history_or_none(store, "read the plan history", store and store.planned_since, reading.host, planned, now)
+    since = _guarded(store, "read the plan history", lambda s: s.planned_since(host, planned, now))
     plan = plan_pools(observation, config, planned_state=planned, hold=hold, since=since or now)
     return observation, plan, health_score(reading, observation.state, config)
 
@@ -170,10 +179,10 @@ def run_step(
     )
 
     with _host_step_lock(reading.host):
-        row_id = _history_or_none(
+        row_id = _guarded(
             store,
             "record the reading",
-            lambda: store.record(
+            lambda s: s.record(
                 reading,
                 observed_state=observation.state,
                 planned_state=plan.state,
@@ -184,7 +193,7 @@ def run_step(
             ),
         )
 
-        if _history_or_none(store, "check for newer steps", store and store.newer_than, reading.host, reading.taken_at):
+        if _guarded(store, "check for newer steps", lambda s: s.newer_than(reading.host, reading.taken_at)):
             # A step that read the host later has been recorded; its plan wins, so this older one
             # must not overwrite it.
             outcome = "superseded"
@@ -196,7 +205,7 @@ def run_step(
             except PoolsApiError as error:
                 outcome = f"failed: {error}"
                 log.error("host %s: pools not resized, previous sizes stay in force: %s", reading.host, error)
-                _history_or_none(store, "record the outcome", lambda: row_id is not None and store.set_outcome(row_id, outcome))
+                _record_outcome(store, row_id, outcome)
                 raise StepFailed(str(error)) from None
             outcome = "applied" if applied.changed else "unchanged"
             if applied.changed:
@@ -205,8 +214,8 @@ def run_step(
             else:
                 log.info("host %s: pools already match the plan, nothing written", reading.host)
 
-        _history_or_none(store, "record the outcome", lambda: row_id is not None and store.set_outcome(row_id, outcome))
-    _history_or_none(store, "prune old readings", store and store.prune, config.retention_days, reading.taken_at)
+        _record_outcome(store, row_id, outcome)
+    _guarded(store, "prune old readings", lambda s: s.prune(config.retention_days, reading.taken_at))
     return StepResult(observation, plan, health, outcome, applied, row_id)
 
 
