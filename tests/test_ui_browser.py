@@ -35,7 +35,7 @@ DAG_ID = "thermal_pool_maintenance"
 HOST = "replayed-host"
 STALE_HOST = "stale-browser-host"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Flags that keep Chromium from contacting any host but the pages it is told to open.
+# Flags that keep Chromium from contacting any host other than the local Airflow the tests open.
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",

@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.security import requires_access_pool, requires_access_view
+from airflow.exceptions import AirflowException
 from thermal_pools.config import ConfigError, ThermalSchedulingConfig, load_config
 from thermal_pools.reading import ThermalState
 from thermal_pools.store import MAX_HISTORY_ROWS, ReadingStore, RecordedStep, store_from_config
@@ -67,14 +68,14 @@ T = TypeVar("T")
 
 
 class ReadingsUnavailable(Exception):
-    """The settings are invalid or the readings database cannot be read; the message says why."""
+    """Invalid settings or an unreadable readings database; the message gives the cause and the fix."""
 
 
 _open_lock = threading.Lock()
 _opened: tuple[ThermalSchedulingConfig, ReadingStore] | None = None
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     try:
         return sa.engine.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
@@ -92,15 +93,18 @@ def open_store() -> tuple[ThermalSchedulingConfig, ReadingStore]:
             try:
                 config = load_config()
             except ConfigError as error:
+                log.warning("Thermal page cannot load the [thermal_pools] settings: %s", error)
                 raise ReadingsUnavailable(f"invalid [thermal_pools] settings: {error}") from None
             try:
                 store = store_from_config(config)
-            except (SQLAlchemyError, ValueError) as error:
+            except (SQLAlchemyError, ValueError, AirflowException) as error:
+                # AirflowException: readings_conn_id names a connection that cannot be found.
+                log.warning("Thermal page cannot open the readings database: %s", error)
                 raise ReadingsUnavailable(
                     f"cannot open the readings database: {error}; check readings_url or readings_conn_id "
                     "in [thermal_pools]"
                 ) from None
-            log.info("Thermal page reads readings from %s", _safe_url(store.url))
+            log.info("Thermal page reads readings from %s", safe_url(store.url))
             _opened = (config, store)
         return _opened
 
@@ -111,9 +115,9 @@ def query_store(store: ReadingStore, action: str, call: Callable[[], T]) -> T:
         return call()
     except SQLAlchemyError as error:
         cause = getattr(error, "orig", None) or error.__class__.__name__
-        log.warning("Thermal page could not %s in %s: %s", action, _safe_url(store.url), cause)
+        log.warning("Thermal page could not %s in %s: %s", action, safe_url(store.url), cause)
         raise ReadingsUnavailable(
-            f"could not {action} in the readings database {_safe_url(store.url)}: {cause}; "
+            f"could not {action} in the readings database {safe_url(store.url)}: {cause}; "
             "it is missing, locked or unreachable, try again in a minute or check readings_url"
         ) from None
 
@@ -168,7 +172,7 @@ def describe_power(step: RecordedStep) -> str:
 
 
 def summarize_host(step: RecordedStep, now: datetime, config: ThermalSchedulingConfig) -> dict[str, Any]:
-    """The newest reading of a host, with its age; a stale reading's state counts as unknown."""
+    """Summarize the newest reading of a host with its age. A stale reading's state counts as unknown."""
     age = (now - step.taken_at).total_seconds()
     stale = age > config.stale_after_seconds
     state = None if stale else ThermalState(step.observed_state)
@@ -206,7 +210,7 @@ def read_history(store: ReadingStore, host: str, since: datetime, until: datetim
 
 
 def read_pools(session: Any, config: ThermalSchedulingConfig) -> list[dict[str, Any]]:
-    """The four tier pools from Airflow's metadata database, with their task slot counts.
+    """Read the four tier pools and their used task slots from Airflow's metadata database.
 
     Two queries, both restricted to the four pool names: the pool rows, and the slots used by
     running, queued and deferred task instances, summed per pool and state.
@@ -257,7 +261,7 @@ def read_pools(session: Any, config: ThermalSchedulingConfig) -> list[dict[str, 
 # -- the app --------------------------------------------------------------------------------
 
 def format_age(seconds: float) -> str:
-    """Age of a reading in the largest whole unit: "42 s", "12 min", "3 h 5 min", "2 d 4 h"."""
+    """Format the age of a reading in whole units: "42 s", "12 min", "3 h 5 min", "2 d 4 h"."""
     seconds = max(0, int(seconds))
     if seconds < 120:
         return f"{seconds} s"
@@ -272,7 +276,7 @@ def format_age(seconds: float) -> str:
 
 
 def format_window(hours: float) -> str:
-    """A window for links and headings: "6 h", "3 d", "90 min"."""
+    """Format a window for links and headings: "6 h", "3 d", "90 min"."""
     if hours < 1:
         return f"{hours * 60:g} min"
     if hours >= 48 and hours % 24 == 0:
@@ -305,7 +309,7 @@ async def _readings_unavailable(request: Request, error: ReadingsUnavailable) ->
 
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, error: StarletteHTTPException) -> HTMLResponse | JSONResponse:
-    """Answer the page's errors as a short HTML page and the API's as JSON, with the same status."""
+    """Render the page's errors as a short HTML page and the API's as JSON, with the same status."""
     if request.url.path.rstrip("/").endswith(URL_PREFIX) and "text/html" in request.headers.get("accept", ""):
         return templates.TemplateResponse(
             request,
