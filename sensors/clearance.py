@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 __all__ = ["ThermalClearanceSensor", "check_clearance_pool", "coerce_clearance_args"]
 
 # Extra seconds Airflow waits past the trigger's own deadline before failing the deferral itself.
-# The trigger normally fires first with the last hold reason; this only catches a triggerer that
-# stopped running the trigger.
+# The trigger normally fires first with the last hold reason, so this only catches a triggerer
+# that stopped running the trigger.
 DEFERRAL_GRACE_SECONDS = 60.0
 
 
@@ -110,7 +110,7 @@ class ThermalClearanceSensor(BaseSensorOperator):
         ``[thermal_pools]`` settings.
     :param timeout: seconds to wait before failing (or skipping, with ``soft_fail``); default
         ``clearance_timeout_seconds`` of the ``[thermal_pools]`` settings.
-    :param mode: ``reschedule`` (default) frees the worker slot between checks; ``poke`` holds it.
+    :param mode: ``reschedule`` (default) frees the worker slot between checks; ``poke`` keeps it.
     :param deferrable: wait in the triggerer instead of on a worker.
 
     ``soft_fail``, ``exponential_backoff``, ``max_wait`` and the other arguments of

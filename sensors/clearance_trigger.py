@@ -67,7 +67,7 @@ def clearance_payload(decision: SchedulingDecision) -> dict[str, Any]:
 
 
 def describe_reading(reading: Reading) -> str:
-    """One log line's worth of a reading: host, state, memory and load."""
+    """Summarize a reading in one log line: host, state, memory and load."""
     state = "unknown" if reading.thermal_state is None else f"{reading.thermal_state.label} ({int(reading.thermal_state)})"
     parts = [f"host {reading.host}", f"thermal state {state}"]
     if reading.thermal_state is None:

@@ -45,7 +45,8 @@ __all__ = ["THERMAL_METRICS_KEY", "ThermalAwareOperatorMixin", "ThermalHoldError
 
 THERMAL_METRICS_KEY = "thermal_metrics"
 
-# Extra seconds Airflow waits past the trigger's deadline before failing the deferral itself.
+# Extra seconds Airflow waits past the trigger's deadline before failing the deferral itself,
+# which only happens when the triggerer stopped running the trigger.
 DEFERRAL_GRACE_SECONDS = 60.0
 
 
@@ -54,7 +55,7 @@ class ThermalHoldError(AirflowException):
 
 
 def accepts_keyword(function: Callable[..., Any], name: str) -> bool:
-    """Whether ``function`` takes a keyword argument ``name``, by name or through ``**kwargs``."""
+    """Return whether ``function`` takes a keyword argument ``name``, by name or through ``**kwargs``."""
     try:
         parameters = inspect.signature(function).parameters.values()
     except (TypeError, ValueError):

@@ -185,8 +185,8 @@ class ThermalAwareTrainingOperator(ThermalAwareOperatorMixin, BaseOperator):
             )
             summary = {"backend": "mlx", **result.to_dict()}
         else:
-            # NOTE: the mlx_lm path is not run by this repository's tests; it needs the mlx-lm
-            # package and the model's weights, and runs on the GPU of an Apple Silicon Mac.
+            # NOTE: the mlx_lm path is not run by this repository's tests, because it needs the
+            # mlx-lm package and the model's weights. It runs on the GPU of an Apple Silicon Mac.
             if not self.output_path:
                 raise ValueError(f"output_path is required to save the mlx_lm adapter of {self.model_name}")
             command = mlx_work.mlx_lm_lora_command(
@@ -289,8 +289,8 @@ class ThermalAwareInferenceOperator(ThermalAwareOperatorMixin, BaseOperator):
                 errors = [(p - t) ** 2 for row, target in zip(predictions, targets) for p, t in zip(row, target)]
                 summary["mean_squared_error"] = sum(errors) / len(errors)
         else:
-            # NOTE: the mlx_lm path is not run by this repository's tests; it needs the mlx-lm
-            # package and the model's weights. Prompts run one at a time, paced between them.
+            # NOTE: the mlx_lm path is not run by this repository's tests, because it needs the
+            # mlx-lm package and the model's weights. Prompts run one at a time, paced between them.
             predictions = []
             for prompt in inputs:
                 command = mlx_work.mlx_lm_generate_command(self.model_path, str(prompt), max_tokens=int(settings["max_tokens"]))
