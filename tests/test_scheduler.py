@@ -98,12 +98,13 @@ DECISIONS = [
     ("critical", "critical", True, 0.5),
     ("no-sensor", "normal", True, 1.0),
     ("no-sensor", "critical", True, 1.0),
-    ("failed", "low", True, 0.7),
-    ("failed", "normal", True, 0.7),
-    ("failed", "high", True, 0.7),
-    ("failed", "critical", True, 0.7),
-    ("failed-in-grace", "normal", True, 0.9),
-    ("failed-after-grace", "normal", True, 0.7),
+    # A failed read sizes the throttle by its fallback state but clears only critical work.
+    ("failed", "low", False, 0.7),
+    ("failed", "normal", False, 0.7),
+    ("failed", "high", False, 0.7),
+    ("failed", "critical", True, 0.5),
+    ("failed-in-grace", "normal", False, 0.9),
+    ("failed-after-grace", "normal", False, 0.7),
 ]
 
 
@@ -130,8 +131,9 @@ def test_threshold_rule_every_state(situation, threshold, priority):
 
     decision = scheduler.should_run_task("task", threshold, 0.0, priority)
 
-    # The calm host is healthy in every state, so only the threshold decides.
-    assert decision.should_run is (state <= threshold)
+    # The calm host is healthy in every state, so only the threshold decides, except that a
+    # failed read clears nothing below critical priority.
+    assert decision.should_run is (state <= threshold and not situation.startswith("failed"))
 
 
 @pytest.mark.parametrize("threshold", [0, 1])

@@ -200,8 +200,10 @@ def test_check_recalls_last_good(replay: ReplayMonitor, store: ReadingStore, mon
 
     decision = ClearanceCheck("gate", thermal_threshold=1).decide()
 
-    assert decision.should_run
+    # The last good value is what the decision reports, but a failed read clears nothing.
     assert decision.observation_basis.startswith("last good value")
+    assert not decision.should_run
+    assert "sensor read failed" in decision.reason
 
 
 def test_check_stale_remote_ignores_last_good(store: ReadingStore, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,8 +9,9 @@ Decision rules. Every rule that holds a task is named in the reason, not only th
 
 1. State: the thermal state to act on is ``resolve_state(reading, last_good, config).state``. It
    is the sensor's value, else ``no_sensor_state`` on a host without a sensor, else the last good
-   value for ``sensor_grace_period_seconds``, else ``safe_state``. A failed sensor therefore
-   never clears work whose threshold is below the safe state.
+   value for ``sensor_grace_period_seconds``, else ``safe_state``. That fallback sizes the pools
+   and the throttle, but a failed read clears no task: every priority but critical is held until
+   a good reading arrives, and critical work runs at ``throttle_critical``.
 2. Memory, for every priority: a task with ``memory_required_gb`` > 0 needs that many GiB
    *safely available*, where
    ``safely available = memory_available_gib * memory_threshold_percent / 100``.
@@ -234,6 +235,21 @@ def decide(
 
     above_threshold = state > thermal_threshold
     unhealthy = health < config.min_health_score
+
+    if observation.failed_read:
+        # The pools fall back to the last good value or the safe state, but a clearance needs a
+        # real measurement: only critical work starts on a failed read, heavily throttled.
+        if priority == "critical":
+            throttle = min(config.throttle_critical, throttle)
+            notes.append(
+                f"The thermal sensor read failed ({reading.thermal_reason}); critical priority runs anyway "
+                f"at throttle {throttle:g}."
+            )
+        else:
+            hold_reasons.append(
+                f"The thermal sensor read failed ({reading.thermal_reason}), so no task is cleared until a "
+                "good reading arrives (check the monitor)."
+            )
 
     if priority == "critical":
         if above_threshold:

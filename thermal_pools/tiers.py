@@ -45,6 +45,11 @@ class Observation:
     def from_sensor(self) -> bool:
         return self.basis == "sensor"
 
+    @property
+    def failed_read(self) -> bool:
+        """The sensor exists but this read failed, so the state is a fallback, not a measurement."""
+        return self.reading.thermal_state is None and self.reading.thermal_reason != NO_SENSOR
+
 
 def resolve_state(
     reading: Reading,
