@@ -44,7 +44,7 @@ VIEWER_USER = "viewer"
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -165,7 +165,7 @@ class LocalAirflow:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self, *, wait_seconds: float = 240) -> LocalAirflow:
-        """Migrate the database, start the four components and wait until the API answers."""
+        """Migrate the database, start the four components and wait until the API responds."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_folder.mkdir(exist_ok=True)
         self._load_or_create_passwords()
@@ -173,18 +173,22 @@ class LocalAirflow:
         log.info("migrating the metadata database in %s", self.home)
         self.airflow("db", "migrate")
 
-        commands = {
+        for name in COMPONENTS:
+            self._spawn(name)
+        self.wait_until_healthy(wait_seconds)
+        return self
+
+    def _command(self, name: str) -> list[str]:
+        """Arguments of the ``airflow`` command that runs one component."""
+        return {
             "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],
             "scheduler": ["scheduler", "--skip-serve-logs"],
             "dag-processor": ["dag-processor"],
             "triggerer": ["triggerer", "--skip-serve-logs"],
-        }
-        for name in COMPONENTS:
-            self._spawn(name, commands[name])
-        self.wait_until_healthy(wait_seconds)
-        return self
+        }[name]
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str) -> None:
+        args = self._command(name)
         output = open(self.log_folder / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
         self.processes[name] = subprocess.Popen(
             [self.airflow_bin, *args],
@@ -200,13 +204,7 @@ class LocalAirflow:
     def restart(self, name: str) -> None:
         """Stop and start one component, for fault tests."""
         self.stop_component(name)
-        args = {
-            "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],
-            "scheduler": ["scheduler", "--skip-serve-logs"],
-            "dag-processor": ["dag-processor"],
-            "triggerer": ["triggerer", "--skip-serve-logs"],
-        }[name]
-        self._spawn(name, args)
+        self._spawn(name)
 
     def stop_component(self, name: str, timeout: float = 30) -> None:
         process = self.processes.pop(name, None)
@@ -232,7 +230,7 @@ class LocalAirflow:
         self.stop()
 
     def wait_until_healthy(self, wait_seconds: float) -> None:
-        """Wait until the API answers and the scheduler, dag-processor and triggerer report healthy."""
+        """Wait until the API responds and the scheduler, dag-processor and triggerer report healthy."""
         deadline = time.monotonic() + wait_seconds
         last = "no answer yet"
         while time.monotonic() < deadline:
@@ -262,7 +260,7 @@ class LocalAirflow:
         return response.json()["access_token"]
 
     def api(self, user: str = ADMIN_USER) -> httpx.Client:
-        """An HTTP client for the REST API, logged in as ``user``."""
+        """Open an HTTP client for the REST API, logged in as ``user``."""
         return httpx.Client(
             base_url=self.base_url, headers={"Authorization": f"Bearer {self.token(user)}"}, timeout=30
         )
