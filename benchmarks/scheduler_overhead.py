@@ -46,7 +46,7 @@ def measure_run(api, dag_id: str, tasks_per_tier: int) -> dict:
 
 
 def run(quick: bool = False) -> list[Figure]:
-    tasks_per_tier, rounds = (15, 1) if quick else (60, 2)
+    tasks_per_tier, rounds = (15, 1) if quick else (50, 3)
     runs: dict[str, list[dict]] = {DEFAULT_DAG: [], TIER_DAG: []}
     with local_airflow(NAME, DAGS / "throughput") as airflow, airflow.api() as api:
         for pool in TIER_POOLS:
