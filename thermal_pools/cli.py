@@ -58,6 +58,9 @@ def _print_table(rows: list[tuple[str, str]]) -> None:
 
 def _config(args: argparse.Namespace) -> ThermalSchedulingConfig:
     config = load_config()
+    # Importing Airflow (in load_config) installs a root handler on stdout at INFO, which would
+    # mix log lines into --json output, so it is replaced again here.
+    _configure_logging(args.verbose)
     if args.replay:
         # A stepped replay (no start time) shows the trace row at the trace's cursor.
         config = config.replace(monitor="replay", replay_trace=str(args.replay), replay_started_at=0.0)
@@ -149,15 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: bool) -> None:
-    """Log to stderr at WARNING (INFO with --verbose), so stdout carries only the command's output.
-
-    Importing Airflow installs its own root handler on stdout at INFO, which would mix log lines
-    into ``--json`` output, so Airflow is imported first and its handler replaced.
-    """
-    try:
-        import airflow  # noqa: F401
-    except ImportError:
-        pass
+    """Log to stderr at WARNING (INFO with --verbose), so stdout carries only the command's output."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
