@@ -1,25 +1,32 @@
-"""Faults without Airflow: failing monitors under the scheduling policy.
+"""Faults without a running Airflow: failing monitors, stale and unreadable recorded readings.
 
 Each source below fails the way a real sensor can: it raises, hangs or returns nonsense. The
 policy sees it through :class:`GuardedMonitor`, as ``create_monitor`` builds it, and must fall
 back to the last good value for the grace period, then to the safe state, never clear work a
-failed read cannot vouch for, and log each cause once rather than once per read.
+failed read cannot vouch for, and log each cause once rather than once per read. A recorded
+reading of another host counts as unknown once it is older than ``stale_after_seconds``, and so
+does one the readings table cannot return.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from thermal_pools.config import ThermalSchedulingConfig
 from thermal_pools.monitor import GuardedMonitor
 from thermal_pools.reading import MemoryPressure, Reading, ThermalState, utc_now
 from thermal_pools.scheduler import ThermalAwareScheduler
+from thermal_pools.sensors.clearance_trigger import ClearanceCheck
+from thermal_pools.store import ReadingStore
 
 GUARD_LOGGER = "thermal_pools.monitor.guard"
 SCHEDULER_LOGGER = "thermal_pools.scheduler"
@@ -214,3 +221,55 @@ def test_recovery_then_new_failure_logged_again(caplog):
     messages = [record.getMessage() for record in caplog.records if record.name == GUARD_LOGGER]
     assert sum("failed on host" in message for message in messages) == 2
     assert sum("recovered after 2 failed read(s)" in message for message in messages) == 1
+
+
+# -- stale and unreadable recorded readings --------------------------------------------------------
+
+
+def record_step(store: ReadingStore, state: ThermalState, age_seconds: float) -> None:
+    reading = dataclasses.replace(calm_reading(state, age_seconds=age_seconds), host="remote-mac")
+    store.record(
+        reading, observed_state=state, planned_state=state, basis="sensor", throttle=1.0, health_score=90.0, pools={}
+    )
+
+
+def remote_check(store: ReadingStore) -> ClearanceCheck:
+    return ClearanceCheck("cool_work", thermal_threshold=0, target_host="remote-mac", config=ThermalSchedulingConfig(), store=store)
+
+
+def test_fresh_recorded_reading_used(tmp_path):
+    store = ReadingStore(f"sqlite:///{tmp_path / 'readings.db'}")
+    # 10 s inside the default stale_after_seconds of 180 s.
+    record_step(store, ThermalState.NOMINAL, age_seconds=170)
+    decision = remote_check(store).decide()
+    assert decision.observation_basis == "sensor"
+    assert decision.should_run is True
+
+
+def test_stale_recorded_reading_unknown(tmp_path):
+    store = ReadingStore(f"sqlite:///{tmp_path / 'readings.db'}")
+    # 10 s past stale_after_seconds: the nominal value must not clear cool work any more.
+    record_step(store, ThermalState.NOMINAL, age_seconds=190)
+    decision = remote_check(store).decide()
+    assert decision.should_run is False
+    assert decision.thermal_state == ThermalState.SERIOUS
+    assert "older than stale_after_seconds 180" in decision.observation_basis
+
+
+def test_locked_readings_table_holds_remote_task(tmp_path):
+    path = tmp_path / "readings.db"
+    url = f"sqlite:///{path}"
+    store = ReadingStore(url, engine=sa.create_engine(url, connect_args={"timeout": 0.2}))
+    record_step(store, ThermalState.NOMINAL, age_seconds=5)
+
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        decision = remote_check(store).decide()
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+    assert decision.should_run is False
+    assert decision.thermal_state == ThermalState.SERIOUS
+    assert "database is locked" in decision.observation_basis
