@@ -51,7 +51,7 @@ def parse_time(text: str | None) -> float | None:
 
 
 def task_instances(api: httpx.Client, dag_id: str, run_id: str) -> list[dict]:
-    """All task instances of a run, mapped ones included, in one page of up to 1000."""
+    """Return all task instances of a run, mapped ones included, in one page of up to 1000."""
     response = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
     response.raise_for_status()
     return response.json()["task_instances"]

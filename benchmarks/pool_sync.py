@@ -1,10 +1,10 @@
 """Pool sync at fleet scale: one ``PoolsApiClient.apply`` step for 1, 10 and 100 hosts.
 
 Each host has its own four tier pools (prefix ``host007_thermal_``), so the steps cover 4, 40
-and 400 pools against a real api-server. A step that changes every pool is timed and its HTTP
-requests counted by a counting transport; the baseline makes the same change with one
+and 400 pools against a real api-server. A step that changes every pool is timed, and a counting
+transport counts its HTTP requests. The baseline makes the same change with one
 ``PATCH /api/v2/pools/{name}`` per pool (name, slots, description and include_deferred in the
-body), which is what a client without the bulk endpoint does. A step with nothing to change is
+body), as a client without the bulk endpoint does. A step with nothing to change is
 timed too, and must write nothing.
 
 Target: one write request per step, and 400 pools in under a second.
@@ -55,7 +55,7 @@ class CountingTransport(httpx.HTTPTransport):
 
 
 def fleet_targets(hosts: int, state: ThermalState) -> list[PoolTarget]:
-    """The tier pool targets of ``hosts`` hosts, all at ``state``."""
+    """Build the tier pool targets of ``hosts`` hosts, all at ``state``."""
     targets: list[PoolTarget] = []
     for index in range(hosts):
         host = f"host{index:03d}"
@@ -86,8 +86,8 @@ def timed_apply(client: PoolsApiClient, transport: CountingTransport, targets: l
     }
 
 
-def timed_patch_each(api: httpx.Client, targets: list[PoolTarget]) -> dict:
-    """The baseline: one single-pool PATCH per target."""
+def timed_patch_per_pool(api: httpx.Client, targets: list[PoolTarget]) -> dict:
+    """Apply ``targets`` with one single-pool PATCH each (the baseline) and time it."""
     began = time.perf_counter()
     for target in targets:
         body = {"name": target.name, "slots": target.slots, "description": target.description, "include_deferred": False}
@@ -112,12 +112,12 @@ def run(quick: bool = False) -> list[Figure]:
                 created = timed_apply(client, transport, fleet_targets(hosts, STATES[1]))
                 log.info("%d pools created in %.3f s with %d read(s), %d write(s)", pools, created["seconds"], created["reads"], created["writes"])
 
-                bulk, each, unchanged = [], [], []
+                bulk, per_pool, unchanged = [], [], []
                 for repeat in range(repeats):
                     targets = fleet_targets(hosts, STATES[repeat % 2])
                     bulk.append(timed_apply(client, transport, targets))
                     unchanged.append(timed_apply(client, transport, targets))
-                    each.append(timed_patch_each(api, fleet_targets(hosts, STATES[(repeat + 1) % 2])))
+                    per_pool.append(timed_patch_per_pool(api, fleet_targets(hosts, STATES[(repeat + 1) % 2])))
                     # Put the pools back in line with ``targets`` for the next bulk step's change.
                     client.apply(targets)
                 log.info(
@@ -125,17 +125,17 @@ def run(quick: bool = False) -> list[Figure]:
                     pools,
                     [round(step["seconds"], 3) for step in bulk],
                     [round(step["seconds"], 3) for step in unchanged],
-                    [round(step["seconds"], 3) for step in each],
+                    [round(step["seconds"], 3) for step in per_pool],
                 )
                 if any(step["changed"] != pools for step in bulk):
                     raise RuntimeError(f"a bulk step for {pools} pools did not change every pool: {bulk}")
 
                 bulk_seconds = median([step["seconds"] for step in bulk])
-                each_seconds = median([step["seconds"] for step in each])
+                per_pool_seconds = median([step["seconds"] for step in per_pool])
                 bulk_writes = max(step["writes"] for step in bulk)
                 bulk_requests = max(step["reads"] + step["writes"] for step in bulk)
                 unchanged_writes = max(step["writes"] for step in unchanged)
-                details = {"pools": pools, "hosts": hosts, "steps": repeats, "bulk": bulk, "baseline": each, "unchanged": unchanged, "create": created}
+                details = {"pools": pools, "hosts": hosts, "steps": repeats, "bulk": bulk, "baseline": per_pool, "unchanged": unchanged, "create": created}
                 figures.append(
                     Figure(
                         NAME,
@@ -143,7 +143,7 @@ def run(quick: bool = False) -> list[Figure]:
                         bulk_seconds,
                         "s",
                         baseline="one PATCH per pool",
-                        baseline_value=each_seconds,
+                        baseline_value=per_pool_seconds,
                         target="< 1 s for 400 pools" if pools == 400 else "",
                         met=bulk_seconds < 1.0 if pools == 400 else None,
                         details=details,

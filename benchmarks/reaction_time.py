@@ -5,8 +5,8 @@ replays a trace in real time. The trace changes state every 73 s, so the changes
 different phases of the minute. The benchmark polls ``GET /api/v2/pools`` every 0.5 s and notes
 when the four tier pools first show the sizes planned for each new state.
 
-The stabilization window is 0 s here; with the default 300 s, pools would wait 5 minutes before
-growing again by design, and the figure would measure the window instead of the pipeline.
+The stabilization window is 0 s here. With the default 300 s, pools wait 5 minutes before
+growing again by design, so the figure would measure the window instead of the pipeline.
 
 Target: the worst reaction within one schedule interval (60 s) plus the task start-up, taken
 as the median time from a scheduled run's tick (``run_after``) to the end of its task.
@@ -119,11 +119,11 @@ def run(quick: bool = False) -> list[Figure]:
                         f"change {index} at offset {offset:.0f} s passed before the benchmark was ready for it; "
                         "raise FIRST_CHANGE_SECONDS for this machine"
                     )
-                wanted = expected_slots(state, config)
+                expected = expected_slots(state, config)
                 time.sleep(max(0.0, changed_at - time.time()))
                 seen_at = None
                 while time.time() < next_change:
-                    if pool_slots(api) == wanted:
+                    if pool_slots(api) == expected:
                         seen_at = time.time()
                         break
                     time.sleep(POLL_SECONDS)

@@ -1,10 +1,10 @@
 """Reading cost: ``HostMonitor().read()`` against a reader that runs system commands.
 
-The baseline gathers the same figures the way a shell script would, one subprocess per source:
-on Linux ``cat /proc/meminfo``, ``cat /proc/loadavg``, ``cat /proc/pressure/memory``, the
-thermal zones' ``temp`` files through ``sh -c 'cat ...'`` and ``cat`` of the ACPI platform
-profile; on macOS ``vm_stat``, ``sysctl`` (memory size, load average, memory pressure level) and
-``pmset -g therm`` / ``pmset -g batt``. It parses the output into a
+The baseline gathers the same figures the way a shell script would, one subprocess per source.
+On Linux it runs ``cat /proc/meminfo``, ``cat /proc/loadavg``, ``cat /proc/pressure/memory``,
+and ``sh -c 'cat ...'`` for the thermal zones' ``temp`` files and the ACPI platform profile. On
+macOS it runs ``vm_stat``, ``sysctl`` (memory size, load average, memory pressure level),
+``pmset -g therm`` and ``pmset -g batt``. It parses the output into a
 :class:`~thermal_pools.reading.Reading`, so both sides do comparable work.
 
 Reads alternate between the readers in rounds, so a change in machine load hits them alike.
