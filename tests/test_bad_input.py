@@ -152,8 +152,10 @@ def run_cli(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess:
 def assert_clean_error(result: subprocess.CompletedProcess, message: str) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: ")
-    assert message in result.stderr
+    # Log lines may come first (a failed sync logs its cause), but the last line is the error.
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ")
+    assert message in last_line
 
 
 @pytest.mark.parametrize(("name", "text", "message"), BAD_TRACES[:4])

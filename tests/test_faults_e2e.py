@@ -72,6 +72,19 @@ fault_probe()
 '''
 
 
+# A DAG file whose sensor argument is invalid: parsing it must fail with the argument's message.
+BAD_SENSOR_DAG_SOURCE = '''
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from thermal_pools.sensors.clearance import ThermalClearanceSensor
+
+with DAG("bad_sensor_argument", schedule=None, start_date=datetime(2026, 1, 1)):
+    ThermalClearanceSensor(task_id="wait_for_cool_host", thermal_threshold="scorching")
+'''
+
+
 def expected(prefix: str, state: ThermalState) -> dict[str, int]:
     return {f"{prefix}{tier.label}": slots for tier, slots in zip(ThermalState, SIZES[state])}
 
@@ -111,7 +124,7 @@ def database_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         record.getMessage()
         for record in caplog.records
-        if record.name == "thermal_pools.maintenance" and record.getMessage().startswith("readings database at")
+        if record.name == "thermal_pools.maintenance" and record.getMessage().startswith("readings database ")
     ]
 
 
@@ -346,6 +359,7 @@ def outage_airflow(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> It
     dags = tmp_path_factory.mktemp("outage-dags")
     shutil.copy(DAGS_FOLDER / f"{MAINTENANCE_DAG}.py", dags)
     (dags / "fault_probe.py").write_text(PROBE_DAG_SOURCE)
+    (dags / "bad_sensor_argument.py").write_text(BAD_SENSOR_DAG_SOURCE)
     trace = write_trace(tmp_path_factory.mktemp("outage-trace") / "host.jsonl", [2], host="outage-host")
 
     # The passwords file is written up front so the relayed connection can carry the password.
@@ -376,6 +390,19 @@ def outage_airflow(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> It
         yield local
     finally:
         local.stop()
+
+
+def test_bad_sensor_dag_listed_as_import_error(outage_airflow):
+    def listed() -> list[dict]:
+        with outage_airflow.api() as api:
+            errors = api.get("/api/v2/importErrors").json()["import_errors"]
+        return [error for error in errors if error["filename"].endswith("bad_sensor_argument.py")]
+
+    errors = wait_for(listed, timeout=120, what="the import error of bad_sensor_argument.py")
+    assert len(errors) == 1
+    assert "invalid thermal_threshold 'scorching': expected an integer thermal state 0-3" in errors[0]["stack_trace"]
+    with outage_airflow.api() as api:
+        assert api.get("/api/v2/dags/bad_sensor_argument").status_code == 404
 
 
 def task_instance(api, run_id: str) -> dict:
