@@ -1,9 +1,9 @@
 """Faults without a running Airflow: failing monitors, stale and unreadable recorded readings.
 
 Each source below fails the way a real sensor can: it raises, hangs or returns nonsense. The
-policy sees it through :class:`GuardedMonitor`, as ``create_monitor`` builds it, and must fall
-back to the last good value for the grace period, then to the safe state, never clear work a
-failed read cannot vouch for, and log each cause once rather than once per read. A recorded
+policy reads it through :class:`GuardedMonitor`, as ``create_monitor`` builds it, and must fall
+back to the last good value for the grace period, then to the safe state, clear no task below
+critical priority on a failed read, and log each cause once rather than once per read. A recorded
 reading of another host counts as unknown once it is older than ``stale_after_seconds``, and so
 does one the readings table cannot return.
 """
@@ -91,7 +91,7 @@ def failing_source(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 
 def scheduler_for(source: Any, last_good: Reading | None) -> ThermalAwareScheduler:
-    # A short timeout keeps the hanging case fast; the guard's contract is the same at any value.
+    # A short timeout keeps the hanging case fast, and the guard's contract is the same at any value.
     return ThermalAwareScheduler(ThermalSchedulingConfig(), GuardedMonitor(source, timeout_seconds=0.05), last_good=last_good)
 
 

@@ -4,7 +4,7 @@ maintenance steps racing each other.
 Tests that break a component use their own Airflow (``outage_airflow``), so the session's
 Airflow stays healthy for every other module. That deployment reaches the pools API through a
 TCP relay on 127.0.0.1 (:class:`Relay`), because stopping the real api-server also stops
-Airflow's Execution API, and then no task can run, fail or retry at all; cutting only the relay
+Airflow's Execution API, and then no task can run, fail or retry at all. Cutting only the relay
 leaves task execution working while every pools request fails the way it does against a
 stopped server.
 """
@@ -103,7 +103,7 @@ def make_reading(state: ThermalState, *, host: str = "fault-host", seconds: floa
 
 
 class FixedMonitor:
-    """Returns one given reading; the monitor under test here is the step, not the sensor."""
+    """A monitor that returns one given reading, because the unit under test is the step, not the sensor."""
 
     def __init__(self, reading: Reading) -> None:
         self.reading = reading
@@ -228,7 +228,7 @@ def test_concurrent_steps_keep_newest(airflow, tmp_path):
 
     with service_client(airflow) as client:
         for round_index in range(rounds):
-            # Later threads carry later readings; the newest one's state changes every round.
+            # Later threads carry later readings, and the newest one's state changes every round.
             readings = [
                 make_reading(order[(round_index + i) % len(order)], seconds=round_index * 100 + i)
                 for i in range(threads_per_round)
@@ -271,7 +271,7 @@ def test_cli_sync_beside_dag_run(airflow, airflow_trace):
             state = wait_for_run(api, MAINTENANCE_DAG, run_id)
             assert state == "success", task_states(api, MAINTENANCE_DAG, run_id)
             assert sync.returncode == 0, sync.stderr
-            # Scheduled runs may add rows too; the two steps here must both be among them.
+            # Scheduled runs may add rows too, so the count is a lower bound.
             assert store.count() >= before + 2
             newest = store.latest("replayed-host")
             assert newest.planned_state == ThermalState.SERIOUS
@@ -355,7 +355,7 @@ def relay() -> Iterator[Relay]:
 
 @pytest.fixture(scope="module")
 def outage_airflow(tmp_path_factory: pytest.TempPathFactory, relay: Relay) -> Iterator[LocalAirflow]:
-    """A second Airflow with the maintenance DAG and a probe DAG; its pools API goes through ``relay``."""
+    """Start a second Airflow with the maintenance DAG and a probe DAG, its pools API behind ``relay``."""
     dags = tmp_path_factory.mktemp("outage-dags")
     shutil.copy(DAGS_FOLDER / f"{MAINTENANCE_DAG}.py", dags)
     (dags / "fault_probe.py").write_text(PROBE_DAG_SOURCE)

@@ -57,7 +57,7 @@ def secrets_in(text: str, password: str, token: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def flow(airflow, airflow_trace, tmp_path_factory) -> dict[str, str]:
-    """Run the maintenance DAG, ``thermal-pools sync`` and a failing step; return their outputs."""
+    """Run the maintenance DAG, ``thermal-pools sync`` and a failing step, and return their outputs."""
     folder = tmp_path_factory.mktemp("security")
     outputs: dict[str, str] = {}
 
