@@ -24,7 +24,13 @@ from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from thermal_pools.config import ThermalSchedulingConfig, load_config
-from thermal_pools.profiles import DEFAULT_THRESHOLD, validate_memory_required, validate_priority, validate_threshold
+from thermal_pools.profiles import (
+    DEFAULT_THRESHOLD,
+    prefix_task_errors,
+    validate_memory_required,
+    validate_priority,
+    validate_threshold,
+)
 from thermal_pools.reading import ThermalState
 from thermal_pools.sensors.clearance_trigger import (
     ClearanceCheck,
@@ -80,7 +86,7 @@ def coerce_clearance_args(
     )
 
 
-def check_clearance_pool(pool: str, task_id: str, config: ThermalSchedulingConfig) -> None:
+def check_clearance_pool(pool: str, config: ThermalSchedulingConfig) -> None:
     """Raise ``ValueError`` if ``pool`` is a tier pool that can be sized to 0 slots.
 
     A waiting clearance check must keep running while the host is hot, or it could never see the
@@ -88,11 +94,10 @@ def check_clearance_pool(pool: str, task_id: str, config: ThermalSchedulingConfi
     """
     throttled = {config.pool_name(tier): tier for tier in ThermalState if tier != ThermalState.CRITICAL}
     if pool in throttled:
-        tier = throttled[pool]
         raise ValueError(
-            f"invalid pool {pool!r} for {task_id}: tier pool {pool} gets 0 slots while the host is hotter "
-            f"than {tier.label}, so a clearance check in it could not run until the host cools and would "
-            "never see it cool; use default_pool (the default) or any pool that never has 0 slots"
+            f"invalid pool {pool!r}: this tier pool gets 0 slots while the host is hotter than "
+            f"{throttled[pool].label}, so a reschedule-mode sensor in it could never poke again. "
+            f"Use default_pool (the default) or {config.pool_name(ThermalState.CRITICAL)}, which always keeps a slot."
         )
 
 
@@ -107,7 +112,9 @@ class ThermalClearanceSensor(BaseSensorOperator):
     :param target_host: host the heavy task will run on; default the host running this sensor.
         For another host the decision uses that host's latest recorded reading. Templated.
     :param poke_interval: seconds between checks; default ``check_interval_seconds`` of the
-        ``[thermal_pools]`` settings.
+        ``[thermal_pools]`` settings (10 s). In reschedule mode on Airflow 3.3, use 30 s or more
+        or ``deferrable=True``, because the scheduler can fail a reschedule-mode sensor whose
+        next check is queued before the previous check's success event is processed.
     :param timeout: seconds to wait before failing (or skipping, with ``soft_fail``); default
         ``clearance_timeout_seconds`` of the ``[thermal_pools]`` settings.
     :param mode: ``reschedule`` (default) frees the worker slot between checks; ``poke`` keeps it.
@@ -141,15 +148,16 @@ class ThermalClearanceSensor(BaseSensorOperator):
             mode=mode,
             **kwargs,
         )
-        check_clearance_pool(self.pool, self.task_id, config)
-        if not isinstance(deferrable, bool):
-            raise ValueError(f"invalid deferrable {deferrable!r}: expected True or False")
-        if target_host is not None and not (isinstance(target_host, str) and target_host.strip()):
-            raise ValueError(f"invalid target_host {target_host!r}: expected a host name, or None for this host")
+        with prefix_task_errors(self.task_id):
+            check_clearance_pool(self.pool, config)
+            if not isinstance(deferrable, bool):
+                raise ValueError(f"invalid deferrable {deferrable!r}: expected True or False")
+            if target_host is not None and not (isinstance(target_host, str) and target_host.strip()):
+                raise ValueError(f"invalid target_host {target_host!r}: expected a host name, or None for this host")
 
-        # Templated values are checked once rendered, in execute().
-        if not any(_is_template(v) for v in (thermal_threshold, memory_required_gb, priority)):
-            coerce_clearance_args(thermal_threshold, memory_required_gb, priority)
+            # Templated values are checked once rendered, in execute().
+            if not any(_is_template(v) for v in (thermal_threshold, memory_required_gb, priority)):
+                coerce_clearance_args(thermal_threshold, memory_required_gb, priority)
         self.thermal_threshold = thermal_threshold
         self.memory_required_gb = memory_required_gb
         self.priority = priority
@@ -157,7 +165,10 @@ class ThermalClearanceSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _check(self) -> ClearanceCheck:
-        threshold, memory, priority = coerce_clearance_args(self.thermal_threshold, self.memory_required_gb, self.priority)
+        with prefix_task_errors(self.task_id):
+            threshold, memory, priority = coerce_clearance_args(
+                self.thermal_threshold, self.memory_required_gb, self.priority
+            )
         return ClearanceCheck(
             self.task_id,
             thermal_threshold=threshold,

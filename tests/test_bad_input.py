@@ -76,8 +76,8 @@ BAD_SENSOR_ARGUMENTS = [
     ({"priority": "urgent"}, "invalid priority 'urgent': expected one of low, normal, high, critical"),
     ({"target_host": ""}, "invalid target_host '': expected a host name, or None for this host"),
     ({"deferrable": "yes"}, "invalid deferrable 'yes': expected True or False"),
-    ({"pool": "thermal_nominal"}, "invalid pool 'thermal_nominal' for check: tier pool thermal_nominal gets 0 slots"),
-    ({"pool": "thermal_serious"}, "use default_pool (the default) or any pool that never has 0 slots"),
+    ({"pool": "thermal_nominal"}, "invalid pool 'thermal_nominal': this tier pool gets 0 slots while the host is hotter"),
+    ({"pool": "thermal_serious"}, "Use default_pool (the default) or thermal_critical, which always keeps a slot."),
 ]
 
 
@@ -89,6 +89,7 @@ def test_bad_sensor_argument_at_parse(arguments: dict[str, Any], message: str):
 
     with DAG("bad_sensor", schedule=None, start_date=datetime(2026, 1, 1)), pytest.raises(ValueError) as caught:
         ThermalClearanceSensor(task_id="check", **arguments)
+    assert str(caught.value).startswith("task 'check': ")
     assert message in str(caught.value)
 
 
@@ -98,7 +99,7 @@ BAD_OPERATOR_ARGUMENTS = [
     ({"memory_required_gb": -1.0}, "invalid memory_required_gb -1.0"),
     ({"clearance_timeout_seconds": -10}, "invalid clearance_timeout_seconds -10"),
     ({"profile": "giant"}, "unknown profile 'giant': valid profiles are"),
-    ({"thermal_threshold": 2, "pool": "thermal_nominal"}, "runs in tier pool 'thermal_serious', which throttles it; leave pool unset"),
+    ({"thermal_threshold": 2, "pool": "thermal_nominal"}, "runs in tier pool 'thermal_serious', which throttles it. Leave pool unset"),
 ]
 
 
@@ -114,6 +115,27 @@ def test_bad_operator_argument_at_parse(arguments: dict[str, Any], message: str)
 
     with DAG("bad_operator", schedule=None, start_date=datetime(2026, 1, 1)), pytest.raises(ValueError) as caught:
         ThermalAwareMLXOperator(task_id="train", python_callable=work, **arguments)
+    assert str(caught.value).startswith("task 'train': ")
+    assert message in str(caught.value)
+
+
+BAD_TRAINING_CONFIGS = [
+    ({"epochs": -1}, "invalid training_config['epochs'] -1: expected a whole number >= 1"),
+    ({"epoch": 3}, "unknown training_config setting(s) epoch: valid names are batch_size, epochs, hidden_size"),
+    ({"learning_rate": 0}, "invalid training_config['learning_rate'] 0: expected a finite number > 0"),
+    ({"loss": "huber"}, "invalid training_config['loss'] 'huber': expected one of mse, cross_entropy"),
+]
+
+
+@pytest.mark.parametrize(("training_config", "message"), BAD_TRAINING_CONFIGS)
+def test_bad_training_config_at_parse(training_config: dict[str, Any], message: str):
+    from airflow.sdk import DAG
+
+    from thermal_pools.operators import ThermalAwareTrainingOperator
+
+    with DAG("bad_training", schedule=None, start_date=datetime(2026, 1, 1)), pytest.raises(ValueError) as caught:
+        ThermalAwareTrainingOperator(task_id="train", model_name="mlp", dataset_path="train.jsonl", training_config=training_config)
+    assert str(caught.value).startswith("task 'train': ")
     assert message in str(caught.value)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, TaskGroup
 from airflow.sdk.exceptions import TaskDeferred
 from tests.airflow_helpers import write_trace
 from thermal_pools.monitor import ReplayMonitor
@@ -79,7 +79,7 @@ def test_operator_tier_pool(replay: ReplayMonitor, threshold: int, pool: str) ->
 
 
 def test_operator_rejects_other_pool(replay: ReplayMonitor) -> None:
-    with pytest.raises(ValueError, match="invalid pool 'default_pool'.*tier pool 'thermal_fair'"):
+    with pytest.raises(ValueError, match="^task 'work': invalid pool 'default_pool'.*tier pool 'thermal_fair'"):
         ThermalAwareMLXOperator(task_id="work", python_callable=print, thermal_threshold=1, pool="default_pool")
 
 
@@ -100,13 +100,127 @@ def test_operator_profile_defaults(replay: ReplayMonitor, dataset: Path) -> None
         ({"clearance_timeout_seconds": 0}, "invalid clearance_timeout_seconds 0"),
         ({"training_config": {"epoch": 3}}, "unknown training_config setting.*epoch.*valid names"),
         ({"model_name": ""}, "invalid model_name ''"),
+        ({"training_callable": "train.py"}, "invalid training_callable 'train.py'"),
     ],
 )
 def test_training_rejects_invalid_args(replay: ReplayMonitor, dataset: Path, arguments: dict, message: str) -> None:
     values = {"task_id": "train", "model_name": "mlp", "dataset_path": str(dataset), **arguments}
 
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"^task 'train': {message}"):
         ThermalAwareTrainingOperator(**values)
+
+
+# Bad training_config value and the accepted form the message must give.
+BAD_TRAINING_SETTINGS = [
+    ("epochs", -1, "a whole number >= 1"),
+    ("epochs", 0, "a whole number >= 1"),
+    ("epochs", 2.5, "a whole number >= 1"),
+    ("epochs", True, "a whole number >= 1"),
+    ("epochs", "three", "a whole number >= 1"),
+    ("batch_size", 0, "a whole number >= 1"),
+    ("hidden_size", -8, "a whole number >= 1"),
+    ("iters", 0, "a whole number >= 1"),
+    ("seed", -1, "a whole number >= 0"),
+    ("learning_rate", 0, "a finite number > 0"),
+    ("learning_rate", -0.1, "a finite number > 0"),
+    ("learning_rate", float("nan"), "a finite number > 0"),
+    ("learning_rate", float("inf"), "a finite number > 0"),
+    ("learning_rate", "fast", "a finite number > 0"),
+    ("loss", "huber", "one of mse, cross_entropy"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), BAD_TRAINING_SETTINGS)
+def test_training_config_bad_value(replay: ReplayMonitor, dataset: Path, key: str, value: Any, expected: str) -> None:
+    with pytest.raises(ValueError) as error:
+        ThermalAwareTrainingOperator(task_id="train", model_name="mlp", dataset_path=str(dataset), training_config={key: value})
+
+    message = str(error.value)
+    assert message.startswith(f"task 'train': invalid training_config[{key!r}] {value!r}: ")
+    assert f"expected {expected}" in message
+
+
+def test_training_config_numeric_text(replay: ReplayMonitor, dataset: Path) -> None:
+    operator = ThermalAwareTrainingOperator(
+        task_id="train", model_name="mlp", dataset_path=str(dataset), training_config={"epochs": "4", "learning_rate": "0.05"}
+    )
+
+    assert operator.training_config == {"epochs": 4, "learning_rate": 0.05}
+
+
+def test_training_config_callable_extras(replay: ReplayMonitor, dataset: Path) -> None:
+    # A training_callable receives names the built-in training does not know, and its own losses.
+    operator = ThermalAwareTrainingOperator(
+        task_id="train", model_name="custom", dataset_path=str(dataset), training_callable=print,
+        training_config={"tokenizer": "bpe", "loss": "huber"},
+    )  # fmt: skip
+
+    assert operator.training_config == {"tokenizer": "bpe", "loss": "huber"}
+
+
+def test_training_config_callable_bad_epochs(replay: ReplayMonitor, dataset: Path) -> None:
+    with pytest.raises(ValueError, match=r"^task 'train': invalid training_config\['epochs'\] 0: "):
+        ThermalAwareTrainingOperator(
+            task_id="train", model_name="custom", dataset_path=str(dataset), training_callable=print, training_config={"epochs": 0}
+        )
+
+
+def test_training_config_whole_template(replay: ReplayMonitor, dataset: Path) -> None:
+    operator = ThermalAwareTrainingOperator(
+        task_id="train", model_name="mlp", dataset_path=str(dataset), training_config="{{ params.training }}"
+    )
+
+    operator.training_config = "{'epochs': 3}"  # rendered as text, without render_template_as_native_obj
+    with pytest.raises(ValueError, match="^task 'train': invalid training_config .*render_template_as_native_obj=True"):
+        run(operator)
+
+
+@pytest.mark.parametrize(
+    ("inference_config", "message"),
+    [
+        ({"max_tokens": 0}, r"invalid inference_config\['max_tokens'\] 0: expected a whole number >= 1"),
+        ({"batch_size": "many"}, r"invalid inference_config\['batch_size'\] 'many': expected a whole number >= 1"),
+        ({"batch": 8}, r"unknown inference_config setting\(s\) batch: valid names are batch_size, max_tokens"),
+        ([("batch_size", 8)], r"invalid inference_config \[\('batch_size', 8\)\]: expected a dict of settings"),
+    ],
+)
+def test_inference_config_bad_value(replay: ReplayMonitor, inference_config: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^task 'infer': {message}"):
+        ThermalAwareInferenceOperator(task_id="infer", model_path="model", input_data=[[1.0]], inference_config=inference_config)
+
+
+def test_training_config_template_checked_rendered(replay: ReplayMonitor, dataset: Path) -> None:
+    replay.seek(NOMINAL)
+    seen: dict[str, Any] = {}
+    operator = ThermalAwareTrainingOperator(
+        task_id="train", model_name="custom", dataset_path=str(dataset), memory_required_gb=1.0,
+        training_callable=lambda dataset_path, output_path, config: seen.update(config),
+        training_config={"epochs": "{{ params.epochs }}"},
+    )  # fmt: skip
+
+    operator.training_config = {"epochs": "-1"}  # as Jinja would render it
+    with pytest.raises(ValueError, match=r"^task 'train': invalid training_config\['epochs'\] '-1': "):
+        run(operator)
+
+    operator.training_config = {"epochs": "5"}
+    run(operator)
+    assert seen["epochs"] == 5
+
+
+def test_operator_error_names_grouped_task(replay: ReplayMonitor) -> None:
+    with DAG("grouped", schedule=None, start_date=datetime.datetime(2026, 1, 1)), TaskGroup("prepare"):
+        with pytest.raises(ValueError) as error:
+            ThermalAwareMLXOperator(task_id="run", python_callable=print, priority="asap")
+
+    assert str(error.value).startswith("task 'prepare.run': invalid priority 'asap': ")
+
+
+def test_task_group_error_names_group(replay: ReplayMonitor) -> None:
+    with DAG("grouped", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
+        with pytest.raises(ValueError) as error:
+            create_thermal_aware_task("prepare", print, thermal_threshold=9)
+
+    assert str(error.value).startswith("task group 'prepare': invalid thermal_threshold 9: ")
 
 
 def test_operator_module_imports_no_mlx() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from airflow.sdk import PokeReturnValue
+from airflow.sdk import DAG, PokeReturnValue, TaskGroup
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 from tests.airflow_helpers import write_trace
 from thermal_pools.monitor import ReplayMonitor
@@ -69,8 +69,14 @@ def test_sensor_defaults(replay: ReplayMonitor) -> None:
 
 @pytest.mark.parametrize("pool", ["thermal_nominal", "thermal_fair", "thermal_serious"])
 def test_sensor_rejects_throttled_pool(replay: ReplayMonitor, pool: str) -> None:
-    with pytest.raises(ValueError, match=f"invalid pool '{pool}'.*0 slots.*default_pool"):
+    with pytest.raises(ValueError) as error:
         ThermalClearanceSensor(task_id="gate", pool=pool)
+
+    message = str(error.value)
+    assert message.startswith(f"task 'gate': invalid pool '{pool}': ")
+    assert "gets 0 slots" in message
+    assert "could never poke again" in message
+    assert message.endswith("Use default_pool (the default) or thermal_critical, which always keeps a slot.")
 
 
 def test_sensor_accepts_critical_pool(replay: ReplayMonitor) -> None:
@@ -82,8 +88,11 @@ def test_sensor_accepts_critical_pool(replay: ReplayMonitor) -> None:
 def test_sensor_rejects_pool_with_custom_prefix(replay: ReplayMonitor, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__POOL_PREFIX", "gpu_")
 
-    with pytest.raises(ValueError, match="invalid pool 'gpu_serious'"):
+    with pytest.raises(ValueError) as error:
         ThermalClearanceSensor(task_id="gate", pool="gpu_serious")
+
+    assert "invalid pool 'gpu_serious'" in str(error.value)
+    assert "or gpu_critical, which always keeps a slot" in str(error.value)
 
 
 @pytest.mark.parametrize(
@@ -102,8 +111,16 @@ def test_sensor_rejects_pool_with_custom_prefix(replay: ReplayMonitor, monkeypat
     ],
 )
 def test_sensor_rejects_invalid_args(replay: ReplayMonitor, arguments: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=f"^task 'gate': {message}"):
         ThermalClearanceSensor(task_id="gate", **arguments)
+
+
+def test_sensor_error_names_grouped_task(replay: ReplayMonitor) -> None:
+    with DAG("grouped", schedule=None, start_date=datetime(2026, 1, 1)), TaskGroup("train"):
+        with pytest.raises(ValueError) as error:
+            ThermalClearanceSensor(task_id="thermal_clearance", thermal_threshold=5)
+
+    assert str(error.value).startswith("task 'train.thermal_clearance': invalid thermal_threshold 5: ")
 
 
 def test_sensor_accepts_tier_name(replay: ReplayMonitor) -> None:
@@ -117,7 +134,7 @@ def test_sensor_checks_rendered_template(replay: ReplayMonitor) -> None:
     sensor = ThermalClearanceSensor(task_id="gate", thermal_threshold="{{ params.threshold }}")
     sensor.thermal_threshold = "7"  # as Jinja would render it
 
-    with pytest.raises(ValueError, match="invalid thermal_threshold"):
+    with pytest.raises(ValueError, match="^task 'gate': invalid thermal_threshold '7'"):
         sensor.poke({})
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "ThermalSchedulingConfig",
     "create_task_config",
     "pool_for_threshold",
+    "prefix_task_errors",
     "register_profile",
     "validate_memory_required",
     "validate_priority",
@@ -87,6 +90,23 @@ def validate_memory_required(value: Any, name: str = "memory_required_gb") -> fl
             f"invalid {name} {value!r}: expected a finite number of GiB from 0 to {MAX_MEMORY_GIB:g}"
         )
     return float(value)
+
+
+@contextmanager
+def prefix_task_errors(task_id: str, kind: str = "task") -> Iterator[None]:
+    """Prefix each ``ValueError`` raised inside with ``task '<task_id>': ``.
+
+    Sensors and operators check their arguments where the DAG file builds them, and Airflow
+    shows only the message as the import error, so the message must name the task.
+    """
+    prefix = f"{kind} {task_id!r}: "
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        if message.startswith(prefix):
+            raise
+        raise ValueError(prefix + message) from None
 
 
 def _validate_whole(name: str, value: Any, low: int) -> None:

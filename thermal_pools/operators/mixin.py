@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowException
 
 from thermal_pools.config import load_config
-from thermal_pools.profiles import TaskConfig, create_task_config, pool_for_threshold
+from thermal_pools.profiles import TaskConfig, create_task_config, pool_for_threshold, prefix_task_errors
 from thermal_pools.sensors.clearance_trigger import (
     ClearanceCheck,
     ThermalClearanceTrigger,
@@ -61,6 +61,20 @@ def accepts_keyword(function: Callable[..., Any], name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+def _qualified_task_id(operator: Any, kwargs: dict[str, Any]) -> str:
+    """Return the task id ``BaseOperator.__init__`` will set: ``group.task`` inside a task group.
+
+    The mixin checks its arguments before ``BaseOperator.__init__`` runs, so it builds the id the
+    same way for its messages. Airflow's metaclass has already put the current ``task_group``
+    into ``kwargs``, and an operator expanded from a mapped one has the prefix already.
+    """
+    task_id = str(kwargs.get("task_id"))
+    task_group = kwargs.get("task_group")
+    if task_group is None or getattr(operator, "_BaseOperator__from_mapped", False):
+        return task_id
+    return task_group.child_id(task_id)
 
 
 class ThermalAwareOperatorMixin:
@@ -95,7 +109,8 @@ class ThermalAwareOperatorMixin:
         profile: str | None = None,
         **kwargs: Any,
     ) -> None:
-        task_id = kwargs.get("task_id")
+        config = load_config()
+        task_id = _qualified_task_id(self, kwargs)
         overrides = {
             name: value
             for name, value in {
@@ -108,16 +123,17 @@ class ThermalAwareOperatorMixin:
             if value is not None
         }
         profile = profile if profile is not None else self.profile
-        task_config = create_task_config(str(task_id), profile, **overrides)
 
-        tier_pool = pool_for_threshold(task_config.thermal_threshold, load_config())
-        pool = kwargs.pop("pool", None)
-        if pool is not None and pool != tier_pool:
-            raise ValueError(
-                f"invalid pool {pool!r} for {task_id}: a thermal-aware task with thermal_threshold "
-                f"{task_config.thermal_threshold} runs in tier pool {tier_pool!r}, which throttles it; "
-                "leave pool unset, or change thermal_threshold to move it to another tier"
-            )
+        with prefix_task_errors(task_id):
+            task_config = create_task_config(task_id, profile, **overrides)
+            tier_pool = pool_for_threshold(task_config.thermal_threshold, config)
+            pool = kwargs.pop("pool", None)
+            if pool is not None and pool != tier_pool:
+                raise ValueError(
+                    f"invalid pool {pool!r}: a thermal-aware task with thermal_threshold "
+                    f"{task_config.thermal_threshold} runs in tier pool {tier_pool!r}, which throttles it. "
+                    "Leave pool unset, or change thermal_threshold to move the task to another tier."
+                )
         super().__init__(pool=tier_pool, **kwargs)
 
         self.task_config: TaskConfig = task_config

@@ -17,6 +17,7 @@ The work's batch size is the configured one scaled by the throttle level
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from airflow.sdk import BaseOperator, TaskGroup
 
 from thermal_pools.operators import mlx_work
 from thermal_pools.operators.mixin import ThermalAwareOperatorMixin, accepts_keyword
-from thermal_pools.profiles import create_task_config
+from thermal_pools.profiles import create_task_config, prefix_task_errors
 from thermal_pools.sensors.clearance import ThermalClearanceSensor
 from thermal_pools.throttle import ThrottleContext
 
@@ -50,19 +51,95 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 }
 INFERENCE_DEFAULTS: dict[str, Any] = {"max_tokens": 512}
 
+# Names training_config and inference_config accept; batch_size defaults to the task profile's.
+TRAINING_SETTINGS = {"batch_size", *TRAINING_DEFAULTS}
+INFERENCE_SETTINGS = {"batch_size", *INFERENCE_DEFAULTS}
+
 # Predictions returned in the inference XCom value; the full set goes to output_path.
 PREDICTION_PREVIEW = 10
 
 
-def _check_settings(name: str, settings: Any, valid: set[str], *, extra_allowed: bool) -> dict[str, Any]:
+def _is_template(value: Any) -> bool:
+    return isinstance(value, str) and "{{" in value
+
+
+def _whole_number(value: Any, low: int) -> int | None:
+    """Return ``value`` (or its text) as an int >= ``low``, or None when it is not one."""
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        return None
+    return value
+
+
+def _positive_number(value: Any) -> float | None:
+    """Return ``value`` (or its text) as a finite float > 0, or None when it is not one."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
+
+
+def _loss_name(value: Any) -> str | None:
+    return value if isinstance(value, str) and value in mlx_work.LOSSES else None
+
+
+# Known settings of training_config and inference_config: name -> (converter that returns the
+# value or None when it is invalid, the accepted form for the message). Text is accepted for
+# numbers because a templated value renders as text.
+SETTING_CHECKS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "batch_size": (lambda v: _whole_number(v, 1), "a whole number >= 1, for example 32"),
+    "epochs": (lambda v: _whole_number(v, 1), "a whole number >= 1, for example 3"),
+    "iters": (lambda v: _whole_number(v, 1), "a whole number >= 1, for example 100"),
+    "hidden_size": (lambda v: _whole_number(v, 1), "a whole number >= 1, for example 32"),
+    "max_tokens": (lambda v: _whole_number(v, 1), "a whole number >= 1, for example 512"),
+    "seed": (lambda v: _whole_number(v, 0), "a whole number >= 0, for example 0"),
+    "learning_rate": (_positive_number, "a finite number > 0, for example 0.01"),
+    "loss": (_loss_name, f"one of {', '.join(mlx_work.LOSSES)}"),
+}
+
+
+def _check_settings(
+    name: str, settings: Any, valid: set[str], *, extra_allowed: bool, rendered: bool
+) -> dict[str, Any] | str:
+    """Return ``settings`` with the known ones converted; raise ``ValueError`` on a bad one.
+
+    Before rendering (``rendered=False``), Jinja strings, including a whole-dict template, are
+    kept as they are, to be checked once rendered. Unknown names are rejected unless ``extra_allowed``, when a callable of the
+    user's receives them. ``loss`` is checked only when it is in ``valid`` and no callable
+    replaces the built-in training, which is the only code that reads it.
+    """
     if settings is None:
         return {}
+    if not rendered and _is_template(settings):
+        return settings
     if not isinstance(settings, dict):
-        raise ValueError(f"invalid {name} {settings!r}: expected a dict of settings")
+        hint = ", or set render_template_as_native_obj=True on the DAG to render it as one" if rendered else ""
+        raise ValueError(f"invalid {name} {settings!r}: expected a dict of settings{hint}")
+
     unknown = sorted(set(settings) - valid)
     if unknown and not extra_allowed:
         raise ValueError(f"unknown {name} setting(s) {', '.join(unknown)}: valid names are {', '.join(sorted(valid))}")
-    return dict(settings)
+
+    checked = dict(settings)
+    for key, value in settings.items():
+        if key not in valid or key not in SETTING_CHECKS or (key == "loss" and extra_allowed):
+            continue
+        if not rendered and _is_template(value):
+            continue
+        convert, expected = SETTING_CHECKS[key]
+        converted = convert(value)
+        if converted is None:
+            raise ValueError(f"invalid {name}[{key!r}] {value!r}: expected {expected}")
+        checked[key] = converted
+    return checked
 
 
 def _call(function: Callable[..., Any], throttle: ThrottleContext, *args: Any, **kwargs: Any) -> Any:
@@ -91,8 +168,9 @@ class ThermalAwareMLXOperator(ThermalAwareOperatorMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not callable(python_callable):
-            raise ValueError(f"invalid python_callable {python_callable!r} for {self.task_id}: expected a function")
+        with prefix_task_errors(self.task_id):
+            if not callable(python_callable):
+                raise ValueError(f"invalid python_callable {python_callable!r}: expected a function")
         self.python_callable = python_callable
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})
@@ -112,6 +190,8 @@ class ThermalAwareTrainingOperator(ThermalAwareOperatorMixin, BaseOperator):
     :param training_config: ``batch_size`` (at nominal state; default from the profile, 32),
         ``epochs`` (3), ``learning_rate`` (0.01), ``hidden_size`` (32, ``mlp`` only),
         ``loss`` (``mse`` or ``cross_entropy``), ``seed`` (0), ``iters`` (``mlx_lm`` only, 100).
+        Unknown names and bad values raise ``ValueError`` when the DAG is parsed, and templated
+        values are checked once rendered.
     :param training_callable: replaces the built-in training:
         ``training_callable(dataset_path=, output_path=, config=, [throttle=])``, where
         ``config`` is ``training_config`` with the throttled ``batch_size``.
@@ -133,23 +213,37 @@ class ThermalAwareTrainingOperator(ThermalAwareOperatorMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(model_name, str) or not model_name.strip():
-            raise ValueError(f"invalid model_name {model_name!r}: use 'linear', 'mlp' or an mlx_lm model")
-        if training_callable is not None and not callable(training_callable):
-            raise ValueError(f"invalid training_callable {training_callable!r}: expected a function")
+        with prefix_task_errors(self.task_id):
+            if not isinstance(model_name, str) or not model_name.strip():
+                raise ValueError(f"invalid model_name {model_name!r}: use 'linear', 'mlp' or an mlx_lm model")
+            if training_callable is not None and not callable(training_callable):
+                raise ValueError(f"invalid training_callable {training_callable!r}: expected a function")
+            self.training_config = _check_settings(
+                "training_config",
+                training_config,
+                TRAINING_SETTINGS,
+                extra_allowed=training_callable is not None,
+                rendered=False,
+            )
         self.model_name = model_name
         self.dataset_path = dataset_path
         self.output_path = output_path
         self.training_callable = training_callable
-        self.training_config = _check_settings(
-            "training_config",
-            training_config,
-            {"batch_size", *TRAINING_DEFAULTS},
-            extra_allowed=training_callable is not None,
-        )
+
+    def _rendered_settings(self) -> dict[str, Any]:
+        """Return the defaults overlaid with ``training_config``, checked again now that it is rendered."""
+        with prefix_task_errors(self.task_id):
+            settings = _check_settings(
+                "training_config",
+                self.training_config,
+                TRAINING_SETTINGS,
+                extra_allowed=self.training_callable is not None,
+                rendered=True,
+            )
+        return {**TRAINING_DEFAULTS, "batch_size": self.task_config.batch_size, **settings}
 
     def execute_work(self, context: Context, throttle: ThrottleContext) -> Any:
-        settings = {**TRAINING_DEFAULTS, "batch_size": self.task_config.batch_size, **self.training_config}
+        settings = self._rendered_settings()
         base = int(settings["batch_size"])
         effective = throttle.batch_size(base)
         pacer = throttle.pacer()
@@ -220,7 +314,7 @@ class ThermalAwareInferenceOperator(ThermalAwareOperatorMixin, BaseOperator):
         squared error.
     :param output_path: JSON Lines file to write every prediction to (optional).
     :param inference_config: ``batch_size`` (at nominal state; default from the profile, 64)
-        and ``max_tokens`` (``mlx_lm`` only, 512).
+        and ``max_tokens`` (``mlx_lm`` only, 512), checked like ``training_config``.
     :param inference_callable: replaces the built-in inference:
         ``inference_callable(model_path=, inputs=, config=, [throttle=])``.
 
@@ -241,18 +335,32 @@ class ThermalAwareInferenceOperator(ThermalAwareOperatorMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if inference_callable is not None and not callable(inference_callable):
-            raise ValueError(f"invalid inference_callable {inference_callable!r}: expected a function")
+        with prefix_task_errors(self.task_id):
+            if inference_callable is not None and not callable(inference_callable):
+                raise ValueError(f"invalid inference_callable {inference_callable!r}: expected a function")
+            self.inference_config = _check_settings(
+                "inference_config",
+                inference_config,
+                INFERENCE_SETTINGS,
+                extra_allowed=inference_callable is not None,
+                rendered=False,
+            )
         self.model_path = model_path
         self.input_data = input_data
         self.output_path = output_path
         self.inference_callable = inference_callable
-        self.inference_config = _check_settings(
-            "inference_config",
-            inference_config,
-            {"batch_size", *INFERENCE_DEFAULTS},
-            extra_allowed=inference_callable is not None,
-        )
+
+    def _rendered_settings(self) -> dict[str, Any]:
+        """Return the defaults overlaid with ``inference_config``, checked again now that it is rendered."""
+        with prefix_task_errors(self.task_id):
+            settings = _check_settings(
+                "inference_config",
+                self.inference_config,
+                INFERENCE_SETTINGS,
+                extra_allowed=self.inference_callable is not None,
+                rendered=True,
+            )
+        return {**INFERENCE_DEFAULTS, "batch_size": self.task_config.batch_size, **settings}
 
     def _inputs(self) -> tuple[list[Any], list[list[float]] | None]:
         if isinstance(self.input_data, str):
@@ -260,7 +368,7 @@ class ThermalAwareInferenceOperator(ThermalAwareOperatorMixin, BaseOperator):
         return list(self.input_data), None
 
     def execute_work(self, context: Context, throttle: ThrottleContext) -> Any:
-        settings = {**INFERENCE_DEFAULTS, "batch_size": self.task_config.batch_size, **self.inference_config}
+        settings = self._rendered_settings()
         base = int(settings["batch_size"])
         effective = throttle.batch_size(base)
         pacer = throttle.pacer()
@@ -362,7 +470,8 @@ def create_thermal_aware_task(
         }.items()
         if value is not None
     }
-    task_config = create_task_config(task_id, profile if profile is not None else operator_class.profile, **overrides)
+    with prefix_task_errors(task_id, kind="task group"):
+        task_config = create_task_config(task_id, profile if profile is not None else operator_class.profile, **overrides)
     if python_callable is not None:
         operator_kwargs["python_callable"] = python_callable
 
