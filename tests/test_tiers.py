@@ -111,7 +111,7 @@ def test_stabilize_holds_hotter_state():
     recent = [(NOW - timedelta(seconds=120), ThermalState.SERIOUS)]
     planned, hold = stabilize(ThermalState.NOMINAL, recent, NOW, DEFAULT)
     assert planned == ThermalState.SERIOUS
-    assert hold == "holding serious for 180 s more (stabilization window)"
+    assert hold == "pools held at serious until 12:03:00 UTC (stabilization window)"
 
 
 def test_stabilize_grows_after_window():
@@ -140,3 +140,13 @@ def test_description_is_one_line():
     assert "\n" not in description
     assert description.startswith("studio: serious (sensor)")
     assert "memory ~60% used" in description
+
+
+def test_description_during_hold_shows_observed_state():
+    observation = resolve_state(reading(0), None, DEFAULT)
+    recent = [(NOW - timedelta(seconds=120), ThermalState.CRITICAL)]
+    planned, hold = stabilize(observation.state, recent, NOW, DEFAULT)
+    plan = plan_pools(observation, DEFAULT, planned_state=planned, hold=hold)
+    description = plan.pools[0].description
+    assert description.startswith("studio: nominal (sensor), pools held at critical until 12:03:00 UTC")
+    assert plan.slots_by_name()["thermal_critical"] == 2

@@ -86,9 +86,19 @@ def command_status(args: argparse.Namespace) -> int:
     config = _config(args)
     observation, plan, health = plan_step(config, create_monitor(config), _open_store(config))
     if args.json:
-        print(json.dumps({"reading": observation.reading.to_dict(), "planned_state": int(plan.state),
-                          "basis": observation.basis, "throttle": plan.throttle, "health_score": health,
-                          "pools": plan.slots_by_name()}, indent=2, default=str))
+        # States are integers on Apple's 0-3 scale; the *_label keys give their names.
+        summary = {
+            "reading": observation.reading.to_dict(),
+            "observed_state": int(observation.state),
+            "observed_state_label": observation.state.label,
+            "basis": observation.basis,
+            "planned_state": int(plan.state),
+            "planned_state_label": plan.state.label,
+            "throttle": plan.throttle,
+            "health_score": health,
+            "pools": plan.slots_by_name(),
+        }
+        print(json.dumps(summary, indent=2, default=str))
         return 0
 
     print("Reading")
@@ -133,7 +143,10 @@ def command_check_trace(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thermal-pools", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="thermal-pools",
+        description="Show the host's thermal reading and the tier pool plan, or run one maintenance step.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step at INFO level")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -141,14 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="run one maintenance step: record the reading and resize the pools")
     for sub in (status, sync):
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        sub.add_argument("--replay", type=Path, metavar="FILE", help="read from a trace file instead of the host")
+        sub.add_argument(
+            "--replay",
+            type=Path,
+            metavar="FILE",
+            help="read the trace row at FILE's cursor (the first row unless a test moved it) instead of the host",
+        )
     status.set_defaults(handler=command_status)
     sync.set_defaults(handler=command_sync)
 
     check = commands.add_parser("check-trace", help="validate a recorded trace file")
-    check.add_argument("file", type=Path, help="trace file (.csv or .jsonl)")
+    check.add_argument("file", type=Path, help="trace file (.csv, .jsonl or .ndjson)")
     check.set_defaults(handler=command_check_trace)
     return parser
+
+
+class _DropReportedErrors(logging.Filter):
+    """Drop the maintenance step's ERROR line, which the CLI prints itself as ``error: ...``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "thermal_pools.maintenance" and record.levelno >= logging.ERROR)
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -159,6 +184,9 @@ def _configure_logging(verbose: bool) -> None:
         stream=sys.stderr,
         force=True,
     )
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_DropReportedErrors())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -287,20 +287,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    settings: dict[str, str] = {}
+    offsets: list[float] = []
     if args.replay:
         trace = args.replay.resolve()
         if not trace.is_file():
             parser.error(f"trace file {str(trace)!r} not found: pass the path of a .csv or .jsonl trace")
-        from thermal_pools.monitor import TraceError, load_trace
+        from thermal_pools.monitor import ReplayMonitor, TraceError, load_trace
 
         try:
-            load_trace(trace)
+            offsets = [row.offset_seconds for row in load_trace(trace)]
         except TraceError as error:
             parser.error(str(error))
-        settings = {"monitor": "replay", "replay_trace": str(trace), "replay_started_at": f"{time.time():.0f}"}
 
-    airflow = LocalAirflow(args.home, port=args.port, thermal_settings=settings)
+    # LocalExecutor starts one worker process per parallelism slot (about 140 MB each), so the
+    # demo keeps 8 rather than the 16 its tests use.
+    airflow = LocalAirflow(args.home, port=args.port, extra_env={"AIRFLOW__CORE__PARALLELISM": "8"})
+    if offsets:
+        # Stepped replay of a copy in the Airflow home (the cursor file lives beside it): this
+        # process moves the cursor in real time once Airflow is up, so the trace starts when the
+        # first maintenance run can see it, not during start-up.
+        copy = airflow.home / "replay" / trace.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(trace, copy)
+        airflow.thermal_settings = {"monitor": "replay", "replay_trace": str(copy), "replay_started_at": "0"}
+        replay = ReplayMonitor(copy)
+        replay.seek(0)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -311,25 +322,41 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         airflow.start()
+        if offsets:
+            # The stabilization window (300 s by default) delays the return to full size.
+            source = (
+                f"trace {args.replay}: {offsets[-1] / 60:.1f} min of readings, pools back to full size "
+                "about one stabilization window later"
+            )
+        else:
+            source = "this host"
         print(
             f"\nAirflow is up at {airflow.base_url}  (home {airflow.home})\n"
             f"  log in as {ADMIN_USER} / {airflow.passwords[ADMIN_USER]}\n"
             f"  pools dashboard: {airflow.base_url}/pools\n"
-            f"  source: {'trace ' + str(args.replay) if args.replay else 'this host'}\n"
+            f"  thermal page: {airflow.base_url}/plugin/thermal\n"
+            f"  source: {source}\n"
             "Press Ctrl-C to stop.\n",
             flush=True,
         )
+        replay_started = time.monotonic()
+        cursor = 0
         while not stopping:
             for name, process in airflow.processes.items():
                 if process.poll() is not None:
                     print(f"Airflow {name} exited with code {process.returncode}; stopping.", file=sys.stderr)
                     stopping = True
+            elapsed = time.monotonic() - replay_started
+            due = max((index for index, offset in enumerate(offsets) if offset <= elapsed), default=0)
+            if offsets and due != cursor:
+                cursor = due
+                replay.seek(cursor)
             time.sleep(1)
     finally:
         print("stopping Airflow ...", flush=True)
         airflow.stop()
+        print("Airflow stopped.", flush=True)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

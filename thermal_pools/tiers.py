@@ -99,8 +99,10 @@ def stabilize(
         return current, ""
 
     last_seen = max(taken_at for taken_at, state in in_window if state >= planned)
-    remaining = config.stabilization_window_seconds - (now - last_seen).total_seconds()
-    return planned, f"holding {planned.label} for {remaining:.0f} s more (stabilization window)"
+    until = last_seen + timedelta(seconds=config.stabilization_window_seconds)
+    # The end time, not a countdown, so the phrase (and the pool descriptions) stay the same
+    # from step to step while the hold lasts.
+    return planned, f"pools held at {planned.label} until {until.strftime('%H:%M:%S')} UTC (stabilization window)"
 
 
 @dataclass(frozen=True)
@@ -155,13 +157,14 @@ def tier_slots(tier: ThermalState, state: ThermalState, factor: float, config: T
 def describe(
     observation: Observation, state: ThermalState, hold: str, since: datetime, throttle: float, factor: float
 ) -> str:
-    """One line for the pool description: state, throttle, memory, time.
+    """Build the one-line pool description: state, throttle, memory, time.
 
     Figures are rounded (memory to 10 %) so that the description changes only when something a
-    person would act on changes; an unchanged plan then needs no write to Airflow.
+    person would act on changes. An unchanged plan then needs no write to Airflow.
     """
     reading = observation.reading
-    parts = [f"{reading.host}: {state.label} ({observation.basis})"]
+    # The observed state comes first; a stabilization hold says which state the pools keep.
+    parts = [f"{reading.host}: {observation.state.label} ({observation.basis})"]
     if hold:
         parts[0] += f", {hold}"
     parts.append(f"since {since.strftime('%Y-%m-%d %H:%M')} UTC")

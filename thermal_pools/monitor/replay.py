@@ -210,7 +210,9 @@ def _json_lines_records(path: Path, file: Any) -> Iterator[tuple[int, dict[str, 
             record = json.loads(text)
         except json.JSONDecodeError as error:
             raise TraceError(
-                f"{path}, line {line}: invalid JSON ({error.msg} at column {error.colno}): "
+                # Some json messages end in "at" ("Invalid control character at"), so the column
+                # follows a comma rather than a second "at".
+                f"{path}, line {line}: invalid JSON ({error.msg.removesuffix(' at')}, column {error.colno}): "
                 "each line must be one complete JSON object"
             ) from None
         if not isinstance(record, dict):
@@ -221,6 +223,8 @@ def _json_lines_records(path: Path, file: Any) -> Iterator[tuple[int, dict[str, 
 def load_trace(path: str | os.PathLike[str]) -> list[TraceRow]:
     """Read and validate a whole trace; raise TraceError on the first problem found."""
     path = Path(path)
+    if path.is_dir():
+        raise TraceError(f"trace path {path} is a directory: pass a .csv, .jsonl or .ndjson file")
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
         records = _csv_records
