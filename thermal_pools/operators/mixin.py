@@ -77,6 +77,11 @@ def _qualified_task_id(operator: Any, kwargs: dict[str, Any]) -> str:
     return task_group.child_id(task_id)
 
 
+def given_settings(**settings: Any) -> dict[str, Any]:
+    """Return the task settings a caller passed, leaving out those left at None (profile default)."""
+    return {name: value for name, value in settings.items() if value is not None}
+
+
 class ThermalAwareOperatorMixin:
     """Mix in before ``BaseOperator``; subclasses implement :meth:`execute_work`.
 
@@ -111,17 +116,13 @@ class ThermalAwareOperatorMixin:
     ) -> None:
         config = load_config()
         task_id = _qualified_task_id(self, kwargs)
-        overrides = {
-            name: value
-            for name, value in {
-                "thermal_threshold": thermal_threshold,
-                "priority": priority,
-                "memory_required_gb": memory_required_gb,
-                "wait_for_clearance": wait_for_clearance,
-                "clearance_timeout_seconds": clearance_timeout_seconds,
-            }.items()
-            if value is not None
-        }
+        overrides = given_settings(
+            thermal_threshold=thermal_threshold,
+            priority=priority,
+            memory_required_gb=memory_required_gb,
+            wait_for_clearance=wait_for_clearance,
+            clearance_timeout_seconds=clearance_timeout_seconds,
+        )
         profile = profile if profile is not None else self.profile
 
         with prefix_task_errors(task_id):

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, TaskGroup
 
 from thermal_pools.operators import mlx_work
-from thermal_pools.operators.mixin import ThermalAwareOperatorMixin, accepts_keyword
+from thermal_pools.operators.mixin import ThermalAwareOperatorMixin, accepts_keyword, given_settings
 from thermal_pools.profiles import create_task_config, prefix_task_errors
 from thermal_pools.sensors.clearance import ThermalClearanceSensor
 from thermal_pools.throttle import ThrottleContext
@@ -459,17 +459,13 @@ def create_thermal_aware_task(
     operator works, for example ``operator_class=ThermalAwareTrainingOperator`` with
     ``model_name=`` and ``dataset_path=``. The group chains with ``>>`` like a task.
     """
-    overrides = {
-        name: value
-        for name, value in {
-            "thermal_threshold": thermal_threshold,
-            "priority": priority,
-            "memory_required_gb": memory_required_gb,
-            "wait_for_clearance": wait_for_clearance,
-            "clearance_timeout_seconds": clearance_timeout_seconds,
-        }.items()
-        if value is not None
-    }
+    overrides = given_settings(
+        thermal_threshold=thermal_threshold,
+        priority=priority,
+        memory_required_gb=memory_required_gb,
+        wait_for_clearance=wait_for_clearance,
+        clearance_timeout_seconds=clearance_timeout_seconds,
+    )
     with prefix_task_errors(task_id, kind="task group"):
         task_config = create_task_config(task_id, profile if profile is not None else operator_class.profile, **overrides)
     if python_callable is not None:
