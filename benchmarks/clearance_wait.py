@@ -16,9 +16,10 @@ event of a waiting task opens a worker interval that its next ``up_for_reschedul
 heavy work starts. The start delay is the time from the trace's cooling to the heavy work's
 start; every heavy task returns the time its work started.
 
-Targets: the reschedule sensor uses at most 1/50 of the baseline's slot-seconds, deferrable at most
-1/200, and the sensors' start delay is at most one poke interval plus the scheduler latency
-(from the reading that cleared a sensor to its heavy work's start, measured in the same run).
+Targets: the reschedule sensor uses at most 1/50 of the baseline's slot-seconds, and the
+deferrable one at most 1/200. A sensor's start delay is at most one poke interval plus the
+scheduler latency, measured in the same run from the reading that cleared the sensor to its
+heavy work's start.
 """
 
 from __future__ import annotations
