@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -176,10 +177,10 @@ def test_hung_read_times_out_then_recovers() -> None:
     assert_failed(first, "read timed out after 0.05 s")
     assert_failed(second, "previous read still hung")
     assert inner.calls == 1
-    assert monitor._hung.thread.daemon
+    assert monitor._worker.thread.daemon
 
     release.set()
-    monitor._hung.thread.join(5)
+    assert monitor._hung.done.wait(5)
     third = monitor.read()
 
     assert third is healthy
@@ -255,3 +256,36 @@ def test_create_monitor_host() -> None:
     assert isinstance(monitor, GuardedMonitor)
     assert isinstance(monitor.inner, HostMonitor)
     assert isinstance(monitor.read(), Reading)
+
+
+def test_reads_share_one_worker_thread() -> None:
+    healthy = good_reading()
+    monitor = GuardedMonitor(ScriptedMonitor(returning(healthy), returning(healthy), returning(healthy)))
+    before = threading.active_count()
+
+    for _ in range(3):
+        assert monitor.read() is healthy
+
+    assert threading.active_count() == before + 1
+    assert monitor._worker.thread.is_alive()
+
+
+def test_read_after_fork_starts_new_worker() -> None:
+    healthy = good_reading()
+    monitor = GuardedMonitor(ScriptedMonitor(returning(healthy)))
+    assert monitor.read() is healthy
+
+    # A forked child, like an Airflow task process, has no copy of the parent's worker thread.
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        state = monitor.read().thermal_state
+        os.write(writer, str(int(state)).encode() if state is not None else b"unknown")
+        os._exit(0)
+    os.close(writer)
+    _, status = os.waitpid(pid, 0)
+    child_state = os.read(reader, 16).decode()
+    os.close(reader)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_state == str(int(ThermalState.FAIR))
