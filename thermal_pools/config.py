@@ -2,7 +2,7 @@
 
 Every setting lives in the ``[thermal_pools]`` section of the Airflow configuration, so it can be
 set in ``airflow.cfg`` or as ``AIRFLOW__THERMAL_POOLS__<NAME>`` environment variables. A setting
-that is absent takes the default below. :func:`load_config` reads them; an invalid value raises
+that is absent takes the default below. :func:`load_config` reads them. An invalid value raises
 :class:`ConfigError` naming the setting, the value and the allowed range.
 
 | setting | unit | default | meaning |
@@ -50,12 +50,12 @@ SECTION = "thermal_pools"
 # Airflow pool names allow more, but these characters are safe in URLs, logs and the UI.
 POOL_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]*$")
 
-# Longest sane value for any duration setting: one year, in seconds.
+# Maximum value of any duration setting: one year, in seconds.
 MAX_SECONDS = 365 * 24 * 3600
 
 
 class ConfigError(ValueError):
-    """An invalid setting; the message names the setting, the value and the allowed range."""
+    """Invalid setting. The message names the setting, the value and the allowed range."""
 
 
 def _check_factor(name: str, value: float) -> None:
@@ -80,7 +80,7 @@ def _check_seconds(name: str, value: Any, *, allow_zero: bool = False) -> None:
 
 @dataclass(frozen=True)
 class ThermalSchedulingConfig:
-    """All thermal-pools settings; see the module docstring for units and defaults."""
+    """All thermal-pools settings. The module docstring gives their units and defaults."""
 
     pool_prefix: str = "thermal_"
     base_slots_nominal: int = 10
@@ -124,6 +124,7 @@ class ThermalSchedulingConfig:
             raise ConfigError(
                 f"invalid pool_prefix {self.pool_prefix!r}: use only letters, digits, '_', '.' and '-'"
             )
+
         for tier in ThermalState:
             slots = self.base_slots(tier)
             if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
@@ -131,8 +132,10 @@ class ThermalSchedulingConfig:
                     f"invalid base_slots_{tier.label} {slots!r}: expected a whole number of slots >= 0"
                 )
             _check_factor(f"throttle_{tier.label}", self.throttle(tier))
+
         for name in ("memory_warning_factor", "memory_critical_factor", "low_power_factor"):
             _check_factor(name, getattr(self, name))
+
         for name in (
             "no_sensor_state",
             "safe_state",
@@ -142,6 +145,7 @@ class ThermalSchedulingConfig:
             "thermal_threshold_critical",
         ):
             _check_state(name, getattr(self, name))
+
         for name in ("sensor_grace_period_seconds", "stabilization_window_seconds"):
             _check_seconds(name, getattr(self, name), allow_zero=True)
         for name in (
@@ -152,11 +156,13 @@ class ThermalSchedulingConfig:
             "max_retry_delay_seconds",
         ):
             _check_seconds(name, getattr(self, name))
+
         if self.min_retry_delay_seconds > self.max_retry_delay_seconds:
             raise ConfigError(
                 f"invalid retry delay bounds: min_retry_delay_seconds {self.min_retry_delay_seconds!r} "
                 f"exceeds max_retry_delay_seconds {self.max_retry_delay_seconds!r}"
             )
+
         if not 0 < self.memory_threshold_percent <= 100:
             raise ConfigError(
                 f"invalid memory_threshold_percent {self.memory_threshold_percent!r}: expected a percent in (0, 100]"
@@ -165,6 +171,7 @@ class ThermalSchedulingConfig:
             raise ConfigError(f"invalid min_health_score {self.min_health_score!r}: expected a score in [0, 100]")
         if not 0 < self.retention_days <= 3650:
             raise ConfigError(f"invalid retention_days {self.retention_days!r}: expected days in (0, 3650]")
+
         if self.monitor not in ("host", "replay"):
             raise ConfigError(f"invalid monitor {self.monitor!r}: use 'host' or 'replay'")
         if self.monitor == "replay" and not self.replay_trace:
@@ -185,21 +192,21 @@ class ThermalSchedulingConfig:
         return getattr(self, f"throttle_{state.label}")
 
     def pool_name(self, tier: ThermalState) -> str:
-        """Name of the tier pool, for example ``thermal_serious``."""
+        """Return the name of the tier pool, for example ``thermal_serious``."""
         return f"{self.pool_prefix}{tier.label}"
 
     def pool_names(self) -> list[str]:
         return [self.pool_name(tier) for tier in ThermalState]
 
     def readings_database_url(self) -> str:
-        """SQLAlchemy URL of the readings table: the setting, else a SQLite file in AIRFLOW_HOME."""
+        """Return the SQLAlchemy URL of the readings table: ``readings_url``, else a SQLite file in AIRFLOW_HOME."""
         if self.readings_url:
             return self.readings_url
         home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
         return f"sqlite:///{home / 'thermal_pools_readings.db'}"
 
     def replace(self, **changes: Any) -> ThermalSchedulingConfig:
-        """A copy with some settings changed, validated like the original."""
+        """Return a copy with some settings changed, validated like the original."""
         unknown = sorted(set(changes) - setting_names())
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}: valid names are {', '.join(sorted(setting_names()))}")

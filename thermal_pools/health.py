@@ -10,12 +10,13 @@ The score starts at 100 and loses points for each source of stress, then is clam
 | CPU load per core, l | ``15 * min(max(l - 0.5, 0) / 1.5, 1)``; unknown: 5 |
 | power | low-power mode 10, on battery 5 (both: 15); unknown: 0 |
 
-So a cool, idle host on mains power scores 100, a host in critical state with nothing else wrong
-scores 55, and memory use at the threshold costs as much as a fair thermal state.
+So a cool, idle host on mains power with no memory in use scores 100, a host in critical state
+with nothing else wrong scores 55, and memory use at the threshold costs as much as a fair
+thermal state.
 
 Unknown figures: an unknown memory figure costs what a host at the memory threshold would lose,
-and an unknown CPU load what a fully busy host (load 1.0) would lose, so a host that reports
-nothing never gets full marks. Unknown power mode costs nothing, because most Linux servers and
+and an unknown CPU load costs what a fully busy host (load 1.0) would lose. A host that reports
+nothing therefore never gets full marks. Unknown power mode costs nothing, because most Linux servers and
 desktops report none, and the tier pools also apply no power factor then.
 
 The thermal state is an argument rather than ``reading.thermal_state`` so that a missing or
@@ -58,7 +59,7 @@ ON_BATTERY_PENALTY = 5.0
 
 
 def memory_penalty(used_percent: float | None, threshold_percent: float) -> float:
-    """Points lost for memory use; see the module docstring."""
+    """Return the points lost for memory use (rule in the module docstring)."""
     if used_percent is None:
         return MEMORY_BELOW_THRESHOLD_PENALTY
     used = min(used_percent, 100.0)
@@ -71,14 +72,14 @@ def memory_penalty(used_percent: float | None, threshold_percent: float) -> floa
 
 
 def pressure_penalty(pressure: MemoryPressure | None) -> float:
-    """Points lost for the memory pressure level; see the module docstring."""
+    """Return the points lost for the memory pressure level (rule in the module docstring)."""
     if pressure is None:
         return UNKNOWN_PRESSURE_PENALTY
     return PRESSURE_PENALTY[pressure]
 
 
 def cpu_penalty(cpu_load: float | None) -> float:
-    """Points lost for CPU load per core; see the module docstring."""
+    """Return the points lost for CPU load per core (rule in the module docstring)."""
     if cpu_load is None:
         return UNKNOWN_CPU_PENALTY
     busy = (cpu_load - CPU_FREE_LOAD) / (CPU_FULL_PENALTY_LOAD - CPU_FREE_LOAD)
@@ -86,7 +87,7 @@ def cpu_penalty(cpu_load: float | None) -> float:
 
 
 def power_penalty(low_power_mode: bool | None, on_battery: bool | None) -> float:
-    """Points lost for low-power mode and battery power; see the module docstring."""
+    """Return the points lost for low-power mode and battery power (rule in the module docstring)."""
     points = 0.0
     if low_power_mode:
         points += LOW_POWER_PENALTY

@@ -4,14 +4,15 @@ The maintenance DAG runs :func:`run_step` every minute; ``thermal-pools sync`` r
 a shell. A step:
 
 1. reads the monitor (a failed read is a reading with an unknown state, never an exception);
-2. resolves the state to act on (:func:`thermal_pools.tiers.resolve_state`) and holds a hotter
+2. resolves the state to act on (:func:`thermal_pools.tiers.resolve_state`) and keeps a hotter
    recent state through the stabilization window (:func:`thermal_pools.tiers.stabilize`);
 3. records the reading and the plan in the readings table;
 4. applies the plan through the REST API, unless a newer step has been recorded meanwhile;
 5. records the outcome and prunes rows past the retention limit.
 
-Steps 3-5 hold a per-host file lock, so concurrent steps (the DAG beside ``thermal-pools sync``)
-leave the pools at the plan of the newest reading.
+Steps 3-4 and the outcome record run under a per-host file lock, so concurrent steps (the DAG
+beside ``thermal-pools sync``) leave the pools at the plan of the newest reading. Pruning runs
+after the lock is released.
 
 Faults degrade safely. A readings database that is locked, full or missing is logged and the
 plan is still applied (without the history it lacks the stabilization window and the last good
@@ -46,17 +47,18 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Longest wait for another step of the same host to finish, s; past it the step goes ahead.
+# Maximum wait in seconds for another step of the same host to finish. After it, the step goes
+# ahead without the lock.
 STEP_LOCK_TIMEOUT_SECONDS = 30.0
 
 
 class StepFailed(RuntimeError):
-    """The plan could not be applied; the previous pool sizes stay in force."""
+    """Failure to apply the plan. The previous pool sizes stay in force."""
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """What one maintenance step observed, planned and did."""
+    """Observation, plan, health score and outcome of one maintenance step."""
 
     observation: Observation
     plan: PoolPlan
@@ -83,7 +85,7 @@ class StepResult:
 
 
 def _guarded(store: ReadingStore | None, action: str, call: Callable[[ReadingStore], T]) -> T | None:
-    """Run ``call(store)``; log and return None when there is no store or the database fails."""
+    """Run ``call(store)``, or return None when there is no store or the database fails (logged)."""
     if store is None:
         return None
     try:
@@ -141,7 +143,7 @@ def _host_step_lock(host: str) -> Iterator[None]:
 def plan_step(
     config: ThermalSchedulingConfig, monitor: Monitor, store: ReadingStore | None
 ) -> tuple[Observation, PoolPlan, float]:
-    """Steps 1-2: read the host and compute the plan, without changing anything."""
+    """Read the host and compute the plan (steps 1-2) without changing anything."""
     reading = monitor.read()
     now = reading.taken_at
 
@@ -164,7 +166,10 @@ def run_step(
     store: ReadingStore | None,
     client: PoolsApiClient,
 ) -> StepResult:
-    """Run one maintenance step; raise :class:`StepFailed` if the plan could not be applied."""
+    """Run one maintenance step and return its result.
+
+    Raises :class:`StepFailed` if the plan could not be applied.
+    """
     observation, plan, health = plan_step(config, monitor, store)
     reading = observation.reading
     log.info(
@@ -194,8 +199,8 @@ def run_step(
         )
 
         if _guarded(store, "check for newer steps", lambda s: s.newer_than(reading.host, reading.taken_at)):
-            # A step that read the host later has been recorded; its plan wins, so this older one
-            # must not overwrite it.
+            # A step that read the host later has been recorded. Its plan wins, so this older
+            # step must not overwrite it.
             outcome = "superseded"
             applied = None
             log.info("host %s: a newer maintenance step exists, not applying the plan of %s", reading.host, reading.taken_at)
@@ -220,7 +225,7 @@ def run_step(
 
 
 def run_from_airflow(config: ThermalSchedulingConfig | None = None) -> dict:
-    """Run one step with the Airflow settings, connection and readings store; return its summary."""
+    """Run one step with the Airflow settings, connection and readings store and return its summary."""
     from thermal_pools.config import load_config
     from thermal_pools.monitor import create_monitor
     from thermal_pools.pools_api import client_from_connection

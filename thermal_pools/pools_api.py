@@ -2,10 +2,11 @@
 
 Pools are only ever changed through the public API, as the service user of an Airflow
 Connection (default id ``thermal_pools_api``, role ``op``), because task code may not touch the
-metadata database. One :meth:`PoolsApiClient.apply` call makes at most one read
-(``GET /api/v2/pools``) and one write (bulk ``PATCH /api/v2/pools`` with
-``action_on_existence: overwrite``), whatever the number of pools, and no write at all when
-every pool already has its target size and description.
+metadata database. One :meth:`PoolsApiClient.apply` call makes one read (``GET /api/v2/pools``)
+and at most one write (bulk ``PATCH /api/v2/pools`` with ``action_on_existence: overwrite``),
+whatever the number of tier pools. It writes nothing when every pool already has its target size
+and description. The read takes more than one request only when more pools than one page holds
+share the tier pools' name prefix (see :meth:`PoolsApiClient.list_pools`).
 
 The overwrite sends only ``name``, ``slots`` and ``description``. Airflow 3.3 applies just the
 fields a bulk request sets, so ``include_deferred``, ``team_name`` and anything else a person set
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
-# Airflow's default [api] maximum_page_limit; a larger read is paged (see list_pools).
+# Airflow's default [api] maximum_page_limit. A larger read is paged (see list_pools).
 PAGE_SIZE = 100
 
 
@@ -56,7 +57,7 @@ class PoolState:
 
 @dataclass
 class ApplyResult:
-    """What one apply did: pools created and updated, requests made."""
+    """Outcome of one apply: pools created, updated and unchanged, their previous sizes and the requests made."""
 
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
@@ -141,7 +142,7 @@ class PoolsApiClient:
                 status_code=response.status_code,
             )
         if response.status_code in (404, 405):
-            # Airflow's UI answers unknown paths itself: 404, or 405 for a POST.
+            # Airflow's UI serves unknown paths itself and returns 404, or 405 for a POST.
             raise PoolsApiError(
                 f"{self._where()} has no /auth/token endpoint (HTTP {response.status_code}): point the connection at an "
                 "Airflow 3 api-server that uses the simple auth manager, or at one whose auth manager issues tokens there",
@@ -216,7 +217,7 @@ class PoolsApiClient:
     def list_pools(self, names: Iterable[str]) -> dict[str, PoolState]:
         """Return the named pools that exist, in one request when they fit one page.
 
-        The request filters on the names' common prefix; Airflow caps a page at its
+        The request filters on the names' common prefix. Airflow caps a page at its
         ``[api] maximum_page_limit`` (100 by default), so a fleet with more pools than that
         under one prefix is read in several pages.
         """
@@ -247,10 +248,11 @@ class PoolsApiClient:
                 return found
 
     def apply(self, targets: Iterable[PoolTarget]) -> ApplyResult:
-        """Bring the pools to their targets: create missing ones, update changed ones."""
+        """Create missing pools and update changed ones so that each matches its target."""
         targets = list(targets)
         result = ApplyResult()
         current = self.list_pools(target.name for target in targets)
+        # NOTE: counts one read even when list_pools needed several pages.
         result.read_requests = 1
 
         entities = []
@@ -288,14 +290,14 @@ def client_from_connection(conn_id: str, *, timeout: float = DEFAULT_TIMEOUT_SEC
     """Build a client from an Airflow Connection (type ``http``: host, port, login, password).
 
     The connection may come from the metadata database, an ``AIRFLOW_CONN_*`` variable or a
-    secrets backend; credentials never appear in code or DAG files.
+    secrets backend, so credentials need not appear in code or DAG files.
     """
     from airflow.sdk import BaseHook
 
     try:
         connection = BaseHook.get_connection(conn_id)
     except Exception as error:
-        # The Task SDK raises its own AirflowNotFoundException; the class differs by context.
+        # The Task SDK raises its own AirflowNotFoundException, and the class differs by context.
         raise PoolsApiError(
             f"Airflow connection {conn_id!r} for the pools API was not found ({type(error).__name__}): "
             f"create it, e.g. AIRFLOW_CONN_{conn_id.upper()}='http://USER:PASSWORD@127.0.0.1:8080', "

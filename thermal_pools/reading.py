@@ -1,7 +1,7 @@
 """One observation of a host: thermal state, memory, CPU load and power mode.
 
 A :class:`Reading` is what every monitor returns and what the readings table stores. Each
-figure is optional because any sensor may be missing on a given host; a missing figure is
+figure is optional because any sensor may be missing on a given host. A missing figure is
 ``None`` (unknown), never a made-up default. ``sources`` names where each figure came from
 and ``raw`` keeps the value as the operating system reported it, so a surprising decision can
 be traced back to its input.
@@ -74,7 +74,7 @@ class MemoryPressure(enum.IntEnum):
 
 # Reason recorded in ``Reading.thermal_reason`` when the host has no thermal sensor at all, as
 # opposed to a sensor that exists but failed. Only this reason may use the configured
-# no-sensor state; every other unknown state is treated as a failure.
+# no-sensor state. Every other unknown state is treated as a failure.
 NO_SENSOR = "no sensor"
 
 
@@ -84,7 +84,7 @@ class Reading:
 
     Fields, each ``None`` when unknown:
 
-    - ``thermal_state``: 0-3 on Apple's scale; ``thermal_reason`` says why it is unknown.
+    - ``thermal_state``: 0-3 on Apple's scale. ``thermal_reason`` gives the cause when it is unknown.
     - ``memory_used_percent``: physical memory in use, percent (0-100).
     - ``memory_available_gib``: memory a new process can get without swapping, GiB (2**30 bytes).
     - ``memory_pressure``: the operating system's pressure level.
@@ -117,12 +117,12 @@ class Reading:
                 raise ValueError(f"invalid {name} {value!r}: expected a finite number >= 0 or None")
 
     def age_seconds(self, now: datetime | None = None) -> float:
-        """Seconds since the reading was taken (negative if it is from the future)."""
+        """Return the seconds since the reading was taken (negative if it is from the future)."""
         now = now or datetime.now(timezone.utc)
         return (now - self.taken_at).total_seconds()
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready form: enums as integers, time as ISO 8601 UTC."""
+        """Return a plain JSON-ready dict: enums as integers, time as ISO 8601 UTC."""
         data = asdict(self)
         data["taken_at"] = self.taken_at.astimezone(timezone.utc).isoformat()
         data["thermal_state"] = None if self.thermal_state is None else int(self.thermal_state)

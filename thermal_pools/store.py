@@ -6,7 +6,8 @@ It serves three readers: the maintenance step itself (last good value, stabiliza
 the clearance trigger (latest reading of a remote host) and the Thermal page (history).
 
 Times are stored as UTC epoch seconds (``REAL``) so that ordering and range queries behave the
-same on every database; every query is bounded and served by the ``(host, taken_at)`` index.
+same on every database. Every read returns a bounded number of rows and uses the
+``(host, taken_at)`` index.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ readings_table = sa.Table(
     sa.Index("ix_thermal_readings_host_taken_at", "host", "taken_at"),
 )
 
-# Upper bound on the rows any history query returns, whatever window is asked for.
+# Maximum number of rows any history query returns, whatever window is requested.
 MAX_HISTORY_ROWS = 5000
 
 
@@ -182,7 +183,7 @@ class ReadingStore:
             )
 
     def prune(self, retention_days: float, now: datetime) -> int:
-        """Delete rows older than the retention limit; return how many went."""
+        """Delete rows older than ``retention_days`` before ``now`` and return how many were deleted."""
         cutoff = _epoch(now - timedelta(days=retention_days))
         with self._begin() as connection:
             result = connection.execute(readings_table.delete().where(readings_table.c.taken_at < cutoff))
@@ -191,7 +192,7 @@ class ReadingStore:
     # -- reads --------------------------------------------------------------------------
 
     def last_good(self, host: str, before: datetime) -> Reading | None:
-        """The newest reading of ``host`` taken at or before ``before`` with a known thermal state."""
+        """Return the newest reading of ``host`` taken at or before ``before`` with a known thermal state."""
         query = (
             sa.select(readings_table.c.reading_json)
             .where(
@@ -207,7 +208,7 @@ class ReadingStore:
         return None if text is None else Reading.from_dict(json.loads(text))
 
     def observed_states(self, host: str, since: datetime) -> list[tuple[datetime, ThermalState]]:
-        """(time, observed state) of ``host``'s steps since ``since``, oldest first."""
+        """Return (time, observed state) of ``host``'s steps since ``since``, oldest first."""
         query = (
             sa.select(readings_table.c.taken_at, readings_table.c.observed_state)
             .where(readings_table.c.host == host, readings_table.c.taken_at >= _epoch(since))
@@ -219,10 +220,10 @@ class ReadingStore:
         return [(_datetime(taken_at), ThermalState(state)) for taken_at, state in rows]
 
     def planned_since(self, host: str, planned_state: ThermalState, before: datetime) -> datetime | None:
-        """When ``host``'s pools were last planned for a different state than ``planned_state``.
+        """Return when ``host``'s current unbroken run of steps planned for ``planned_state`` began.
 
-        Returns the time of the first step of the current unbroken run of ``planned_state``,
-        or None if the newest recorded step planned for a different state.
+        Only steps taken at or before ``before`` count. Returns None if the newest of them planned
+        for a different state, or if there are none.
         """
         columns = (readings_table.c.taken_at, readings_table.c.planned_state)
         other = (
@@ -250,7 +251,7 @@ class ReadingStore:
         return None if row is None else _datetime(row.taken_at)
 
     def newer_than(self, host: str, taken_at: datetime) -> bool:
-        """Whether a step for ``host`` with a later reading has been recorded."""
+        """Return whether a step of ``host`` with a reading later than ``taken_at`` is recorded."""
         query = (
             sa.select(readings_table.c.id)
             .where(readings_table.c.host == host, readings_table.c.taken_at > _epoch(taken_at))
@@ -260,7 +261,7 @@ class ReadingStore:
             return connection.execute(query).first() is not None
 
     def latest(self, host: str) -> RecordedStep | None:
-        """The newest recorded step of ``host``."""
+        """Return the newest recorded step of ``host``, or None if it has none."""
         steps = self.history(host, limit=1, newest_first=True)
         return steps[0] if steps else None
 
@@ -273,7 +274,7 @@ class ReadingStore:
         limit: int = MAX_HISTORY_ROWS,
         newest_first: bool = False,
     ) -> list[RecordedStep]:
-        """Recorded steps of ``host`` in a time window, at most ``limit`` (capped at MAX_HISTORY_ROWS)."""
+        """Return the recorded steps of ``host`` in a time window, at most ``limit`` (capped at MAX_HISTORY_ROWS)."""
         limit = max(0, min(limit, MAX_HISTORY_ROWS))
         query = sa.select(readings_table).where(readings_table.c.host == host)
         if since is not None:
@@ -317,7 +318,8 @@ def store_from_config(config: Any) -> ReadingStore:
     """Open the readings store named by the settings.
 
     ``readings_conn_id`` (an Airflow SQL connection, resolved through the common-sql provider's
-    hook) wins over ``readings_url``; otherwise the SQLite file in AIRFLOW_HOME is used.
+    hook) takes precedence over ``readings_url``. Without either, the SQLite file in AIRFLOW_HOME
+    is used.
     """
     if config.readings_conn_id:
         from airflow.providers.common.sql.hooks.sql import DbApiHook

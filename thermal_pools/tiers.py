@@ -5,10 +5,10 @@ the host's planned state is T or cooler, so at planned state S:
 
 1. Tiers cooler than S get 0 slots.
 2. Every other tier gets ``base_slots(T) * throttle(S) * memory_factor * power_factor`` slots,
-   rounded down, where ``throttle(S)`` is 1.0 / 0.9 / 0.7 / 0.5 for nominal / fair / serious /
-   critical by default, ``memory_factor`` is ``memory_warning_factor`` or
-   ``memory_critical_factor`` under memory pressure (1.0 otherwise, also when pressure is unknown),
-   and ``power_factor`` is ``low_power_factor`` in low-power mode or on battery (1.0 otherwise).
+   rounded down. ``throttle(S)`` is 1.0 / 0.9 / 0.7 / 0.5 for nominal / fair / serious /
+   critical by default. ``memory_factor`` is ``memory_warning_factor`` or
+   ``memory_critical_factor`` under memory pressure (1.0 otherwise, also when pressure is unknown).
+   ``power_factor`` is ``low_power_factor`` in low-power mode or on battery (1.0 otherwise).
 3. An allowed tier with a base size above 0 never rounds down to 0: it keeps at least 1 slot.
 4. The critical tier always keeps at least 1 slot, so critical work can still run, heavily
    throttled, on the hottest host.
@@ -85,9 +85,9 @@ def stabilize(
     now: datetime,
     config: ThermalSchedulingConfig,
 ) -> tuple[ThermalState, str]:
-    """Return the state to plan for, holding a hotter recent state through the window.
+    """Return the state to plan for, keeping a hotter recent state through the window.
 
-    ``recent`` holds (time, observed state) pairs from the readings table. The result is the
+    ``recent`` contains (time, observed state) pairs from the readings table. The result is the
     hottest state seen within ``stabilization_window_seconds`` before ``now``, or ``current`` if
     that is hotter, with a phrase explaining a hold (empty when no hold applies). Heating up
     therefore takes effect at once, while cooling down waits out the window.
@@ -163,7 +163,7 @@ def describe(
     person would act on changes. An unchanged plan then needs no write to Airflow.
     """
     reading = observation.reading
-    # The observed state comes first; a stabilization hold says which state the pools keep.
+    # The observed state comes first. A stabilization hold adds the state the pools keep.
     parts = [f"{reading.host}: {observation.state.label} ({observation.basis})"]
     if hold:
         parts[0] += f", {hold}"
