@@ -5,7 +5,7 @@
     thermal-pools check-trace FILE    validate a recorded trace file
 
 Settings come from the ``[thermal_pools]`` section of the Airflow configuration (or
-``AIRFLOW__THERMAL_POOLS__*`` variables); ``--replay FILE`` plays back a trace instead of reading
+``AIRFLOW__THERMAL_POOLS__*`` variables). ``--replay FILE`` plays back a trace instead of reading
 the host. Expected failures (bad settings, bad traces, an unreachable API) print one line
 starting with ``error:`` and exit with status 2, without a traceback.
 """
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--replay",
             type=Path,
             metavar="FILE",
-            help="read the trace row at FILE's cursor (the first row unless a test moved it) instead of the host",
+            help="read the trace row at FILE's cursor (row 0 unless the cursor was moved) instead of the host",
         )
     status.set_defaults(handler=command_status)
     sync.set_defaults(handler=command_sync)

@@ -1,13 +1,14 @@
 """A complete local Airflow for demos and end-to-end tests, bound to 127.0.0.1.
 
-:class:`LocalAirflow` prepares a fresh AIRFLOW_HOME (SQLite metadata database, LocalExecutor,
-the simple auth manager with an ``admin`` user and a ``thermal_pools`` service user of role
-``op``, and the ``thermal_pools_api`` connection as an environment variable), then starts the
-api-server, scheduler, dag-processor and triggerer as child processes. Every setting is passed as
-an ``AIRFLOW__*`` environment variable, so nothing outside the home folder changes.
+:class:`LocalAirflow` prepares a fresh AIRFLOW_HOME and then starts the api-server, scheduler,
+dag-processor and triggerer as child processes. The home gets a SQLite metadata database and
+LocalExecutor. Its simple auth manager has an ``admin`` user, a ``thermal_pools`` service user
+of role ``op`` and a read-only ``viewer`` user. The ``thermal_pools_api`` connection is set as an
+environment variable. Every setting is passed as an environment variable (``AIRFLOW__*`` and
+``AIRFLOW_CONN_*``), so nothing outside the home folder changes.
 
 The api-server listens on 127.0.0.1 at a free port. The scheduler and triggerer start with
-``--skip-serve-logs`` because Airflow's log server would listen on every interface; the
+``--skip-serve-logs`` because Airflow's log server would listen on every interface. The
 api-server reads task logs from the shared home folder instead.
 
 Run ``python -m thermal_pools.local_airflow`` to start one in the foreground (Ctrl-C stops it).
@@ -51,7 +52,7 @@ def free_port() -> int:
 
 
 class LocalAirflow:
-    """A local Airflow 3 deployment in ``home``; use as a context manager or call start/stop."""
+    """Local Airflow 3 deployment in ``home``. Use it as a context manager or call start/stop."""
 
     def __init__(
         self,
@@ -93,7 +94,10 @@ class LocalAirflow:
             path.chmod(0o600)
 
     def env(self) -> dict[str, str]:
-        """Environment for every Airflow process and for CLI calls against this deployment."""
+        """Return the environment for every Airflow process and CLI call of this deployment.
+
+        Creates the JWT, API and Fernet keys in ``secrets.json`` on first use.
+        """
         secrets_file = self.home / "secrets.json"
         if secrets_file.exists():
             keys = json.loads(secrets_file.read_text())
@@ -117,8 +121,8 @@ class LocalAirflow:
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin,{SERVICE_USER}:op,{VIEWER_USER}:viewer",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-                # SQLite's default 5 s lock wait is too short for four components writing at once on
-                # 2 cores; a request that waits longer fails with "database is locked".
+                # SQLite's default 5 s lock wait was too short for four components writing at once
+                # on a 2-core machine. A request that waits longer fails with "database is locked".
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}?timeout=30",
                 "AIRFLOW__API__BASE_URL": self.base_url,
                 "AIRFLOW__API__HOST": "127.0.0.1",
@@ -165,7 +169,7 @@ class LocalAirflow:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self, *, wait_seconds: float = 240) -> LocalAirflow:
-        """Migrate the database, start the four components and wait until the API responds."""
+        """Migrate the database, start the four components and wait until they report healthy."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_folder.mkdir(exist_ok=True)
         self._load_or_create_passwords()
@@ -179,7 +183,7 @@ class LocalAirflow:
         return self
 
     def _command(self, name: str) -> list[str]:
-        """Arguments of the ``airflow`` command that runs one component."""
+        """Return the arguments of the ``airflow`` command that runs one component."""
         return {
             "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],
             "scheduler": ["scheduler", "--skip-serve-logs"],
@@ -232,7 +236,7 @@ class LocalAirflow:
     def wait_until_healthy(self, wait_seconds: float) -> None:
         """Wait until the API responds and the scheduler, dag-processor and triggerer report healthy."""
         deadline = time.monotonic() + wait_seconds
-        last = "no answer yet"
+        last = "no response yet"
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None:
@@ -303,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     # demo keeps 8 rather than the 16 its tests use.
     airflow = LocalAirflow(args.home, port=args.port, extra_env={"AIRFLOW__CORE__PARALLELISM": "8"})
     if offsets:
-        # Stepped replay of a copy in the Airflow home (the cursor file lives beside it): this
+        # Stepped replay of a copy in the Airflow home, with the cursor file beside it. This
         # process moves the cursor in real time once Airflow is up, so the trace starts when the
         # first maintenance run can see it, not during start-up.
         copy = airflow.home / "replay" / trace.name

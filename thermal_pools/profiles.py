@@ -46,10 +46,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Priorities from least to most urgent. Only "critical" bypasses the thermal threshold and the
-# health check; see thermal_pools.scheduler for what each one changes.
+# health check. The thermal_pools.scheduler docstring lists what each one changes.
 PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "critical")
 
-# Largest memory requirement accepted, in GiB. It is far above any current Mac or workstation and
+# Maximum memory requirement accepted, in GiB. It is far above any current Mac or workstation and
 # only exists to catch unit mistakes such as passing bytes or MiB.
 MAX_MEMORY_GIB = 4096.0
 
@@ -94,7 +94,7 @@ def validate_memory_required(value: Any, name: str = "memory_required_gb") -> fl
 
 @contextmanager
 def prefix_task_errors(task_id: str, kind: str = "task") -> Iterator[None]:
-    """Prefix each ``ValueError`` raised inside with ``task '<task_id>': ``.
+    """Prefix each ``ValueError`` raised inside with ``<kind> '<task_id>': `` (``task`` by default).
 
     Sensors and operators check their arguments where the DAG file builds them, and Airflow
     shows only the message as the import error, so the message must name the task.
@@ -129,13 +129,13 @@ class TaskConfig:
     """One task's scheduling settings.
 
     - ``thermal_threshold``: hottest thermal state (0-3) the task may start in.
-    - ``memory_required_gb``: memory the task needs, GiB; 0 skips the memory check.
+    - ``memory_required_gb``: memory the task needs, GiB. 0 skips the memory check.
     - ``priority``: one of :data:`PRIORITIES`.
     - ``retry_on_thermal``: retry the task when it is held, rather than fail it.
     - ``wait_for_clearance``: poll until the host clears, up to ``clearance_timeout_seconds``.
     - ``max_retries``: retries after a hold or a thermal failure.
     - ``retry_delay_seconds``: fallback delay between retries, s, when no decision suggests one.
-    - ``clearance_timeout_seconds``: longest wait for clearance, s.
+    - ``clearance_timeout_seconds``: maximum wait for clearance, s.
     - ``batch_size``, ``workers``: sizes at nominal state, scaled down by suggestions when hot.
     """
 
@@ -166,12 +166,12 @@ class TaskConfig:
         _validate_whole("workers", self.workers, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready form, for XCom or logs."""
+        """Return a plain JSON-ready dict, for XCom or logs."""
         return dataclasses.asdict(self)
 
 
 def _setting_names() -> list[str]:
-    """Names a profile or an override may set: every TaskConfig field but ``task_id``."""
+    """Return the names a profile or an override may set: every TaskConfig field but ``task_id``."""
     return [f.name for f in dataclasses.fields(TaskConfig) if f.name != "task_id"]
 
 
@@ -211,11 +211,11 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
 PROFILES: dict[str, dict[str, Any]] = {name: dict(values) for name, values in BUILTIN_PROFILES.items()}
 
 
-def _check_setting_names(names: set[str], what: str) -> None:
+def _check_setting_names(names: set[str], kind: str) -> None:
     valid = _setting_names()
     unknown = sorted(names - set(valid))
     if unknown:
-        raise ValueError(f"unknown {what} {', '.join(unknown)}: valid names are {', '.join(valid)}")
+        raise ValueError(f"unknown {kind} {', '.join(unknown)}: valid names are {', '.join(valid)}")
 
 
 def register_profile(name: str, **defaults: Any) -> None:

@@ -87,7 +87,7 @@ EPSILON = 1e-9
 
 @dataclass(frozen=True)
 class SchedulingDecision:
-    """Whether a task may start now, why, and how hard it may run.
+    """Decision on whether a task may start now, with the reason and how hard it may run.
 
     - ``throttle_level``: share of full speed the task should use, in (0, 1].
     - ``health_score``: the host's health, 0-100, at the time of the decision.
@@ -106,7 +106,7 @@ class SchedulingDecision:
     observation_basis: str
 
     def to_xcom(self) -> dict[str, Any]:
-        """Plain JSON-ready form, for XCom: state as an integer, time as ISO 8601 UTC."""
+        """Return a plain JSON-ready dict for XCom: state as an integer, time as ISO 8601 UTC."""
         return {
             "task_id": self.task_id,
             "should_run": self.should_run,
@@ -126,7 +126,7 @@ class SchedulingDecision:
 
 
 def retry_delay(health: float, priority: str, config: ThermalSchedulingConfig) -> float:
-    """Return the suggested retry delay, s; see the module docstring for the formula."""
+    """Return the suggested retry delay in seconds (formula in the module docstring)."""
     low, high = config.min_retry_delay_seconds, config.max_retry_delay_seconds
     badness = min(max((100.0 - health) / 100.0, 0.0), 1.0)
     delay = (low + (high - low) * badness**2) * RETRY_DELAY_FACTOR[priority]
@@ -134,7 +134,7 @@ def retry_delay(health: float, priority: str, config: ThermalSchedulingConfig) -
 
 
 def safely_available_gib(reading: Reading, config: ThermalSchedulingConfig) -> float | None:
-    """Return the memory a new task may use, GiB, leaving headroom; ``None`` when unknown."""
+    """Return the memory in GiB that a new task may use, leaving headroom, or ``None`` when unknown."""
     if reading.memory_available_gib is None:
         return None
     return reading.memory_available_gib * config.memory_threshold_percent / 100.0
@@ -172,7 +172,7 @@ def _load_phrase(reading: Reading) -> str:
 
 
 def _memory_shortfall(reading: Reading, required: float, config: ThermalSchedulingConfig) -> str | None:
-    """Return a clause saying how the memory requirement is not met, or ``None`` when it is."""
+    """Return a clause describing the unmet memory requirement, or ``None`` when it is met."""
     if required <= 0:
         return None
     safe = safely_available_gib(reading, config)
@@ -213,7 +213,7 @@ def decide(
 ) -> SchedulingDecision:
     """Decide whether a task may start, by the rules in the module docstring.
 
-    Arguments must already be valid; :meth:`ThermalAwareScheduler.should_run_task` checks them.
+    Arguments must already be valid. :meth:`ThermalAwareScheduler.should_run_task` checks them.
     """
     state = observation.state
     reading = observation.reading
@@ -238,7 +238,7 @@ def decide(
 
     if observation.failed_read:
         # The pools fall back to the last good value or the safe state, but a clearance needs a
-        # real measurement: only critical work starts on a failed read, heavily throttled.
+        # real measurement. Only critical work starts on a failed read, heavily throttled.
         if priority == "critical":
             throttle = min(config.throttle_critical, throttle)
             notes.append(
@@ -392,7 +392,7 @@ def recommendations(observation: Observation, health: float, config: ThermalSche
 
 
 class ThermalAwareScheduler:
-    """Decisions for tasks on this host, from a monitor's readings.
+    """Scheduling decisions for tasks on this host, based on a monitor's readings.
 
     :param config: settings; default :func:`thermal_pools.config.load_config`.
     :param monitor: object with ``read() -> Reading``; default
@@ -430,7 +430,8 @@ class ThermalAwareScheduler:
 
         A monitor that raises or returns something other than a valid reading yields a reading
         with an unknown thermal state, so the decision falls back to the last good value or the
-        safe state instead of failing the task. Each distinct cause is logged once.
+        safe state instead of failing the task. Each distinct cause is logged once until the next
+        good read.
         """
         # Imported here for the same reason as create_monitor in __init__.
         from thermal_pools.monitor.guard import _validate
@@ -469,7 +470,7 @@ class ThermalAwareScheduler:
         *,
         reading: Reading | None = None,
     ) -> SchedulingDecision:
-        """Decide whether ``task_id`` may start now; see the module docstring for the rules.
+        """Decide whether ``task_id`` may start now, by the rules in the module docstring.
 
         ``thermal_threshold`` is the hottest state (0-3) the task may start in,
         ``memory_required_gb`` the GiB it needs and ``priority`` one of low, normal, high,
@@ -506,7 +507,7 @@ class ThermalAwareScheduler:
     def get_scheduling_stats(self) -> dict[str, Any]:
         """Summarize the host for dashboards and troubleshooting, from one new reading.
 
-        ``can_schedule_<priority>`` says whether a task with the default threshold (2) and no
+        ``can_schedule_<priority>`` is whether a task with the default threshold (2) and no
         memory requirement would start now. ``memory_utilization`` is percent used, or ``None``.
         """
         observation = self.observe()
