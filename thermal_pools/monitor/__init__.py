@@ -30,11 +30,12 @@ __all__ = [
 
 
 class HostMonitor:
-    """Reads this host with the monitor for its operating system.
+    """Monitor of this host that delegates to the monitor for its operating system.
 
     macOS uses :class:`~thermal_pools.monitor.darwin.DarwinMonitor` and Linux uses
     :class:`~thermal_pools.monitor.linux.LinuxMonitor`. On any other system the thermal state
-    is unknown, with a reason naming the platform, and only the psutil figures are read.
+    is unknown, with a reason naming the platform, and only the psutil figures are read. That
+    reason is not ``no sensor``, so it counts as a failed sensor and the safe state applies.
     """
 
     def __init__(self, host: str | None = None) -> None:

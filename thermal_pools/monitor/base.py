@@ -30,7 +30,7 @@ GIB = 2**30
 
 @runtime_checkable
 class Monitor(Protocol):
-    """Anything that can take a reading of a host."""
+    """Protocol of any object that takes readings of a host."""
 
     def read(self) -> Reading:
         """Take one reading. Implementations should return quickly, well under 10 ms."""
@@ -39,7 +39,7 @@ class Monitor(Protocol):
 
 @dataclass
 class ReadingBuilder:
-    """The figures of a reading being taken, with the source and raw value of each."""
+    """Figures of a reading being taken, with the source and raw value of each."""
 
     host: str
     taken_at: datetime
@@ -48,7 +48,7 @@ class ReadingBuilder:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def set(self, name: str, value: Any, source: str) -> None:
-        """Set the ``Reading`` field ``name`` and record where it came from; ``None`` is skipped."""
+        """Set the ``Reading`` field ``name`` and record its source. A ``None`` value is skipped."""
         if value is None:
             return
         self.values[name] = value
@@ -95,7 +95,7 @@ def add_cpu_load(builder: ReadingBuilder) -> None:
 
 
 def add_battery(builder: ReadingBuilder) -> None:
-    """Set ``on_battery`` from ``psutil.sensors_battery()``; unknown without a battery."""
+    """Set ``on_battery`` from ``psutil.sensors_battery()``. It stays unknown without a battery."""
     sensors_battery = getattr(psutil, "sensors_battery", None)
     if sensors_battery is None:
         return

@@ -106,7 +106,7 @@ def low_power_from_preferences(preferences: Mapping[str, Any], on_battery: bool 
 
 
 class DarwinMonitor:
-    """Reads a macOS host; ``calls`` replaces the real system calls, for tests."""
+    """Monitor of a macOS host. ``calls`` replaces the real system calls, for tests."""
 
     def __init__(self, *, host: str | None = None, calls: SystemCalls | None = None) -> None:
         self.host = host or socket.gethostname()
@@ -123,7 +123,7 @@ class DarwinMonitor:
         return builder.build(thermal_reason=reason)
 
     def _add_thermal_state(self, builder: ReadingBuilder) -> str:
-        """Set the hotter of the two thermal inputs; return the reason when both fail."""
+        """Set the hotter of the two thermal inputs and return the reason when both fail."""
         states: dict[str, ThermalState] = {}
         errors: list[str] = []
 
@@ -163,12 +163,12 @@ class DarwinMonitor:
 
     def _add_low_power_mode(self, builder: ReadingBuilder) -> None:
         """Set low-power mode: on if either source reports it, off if a source was read and neither did."""
-        answers: dict[str, bool] = {}
+        reports: dict[str, bool] = {}
 
         try:
             enabled = bool(self.calls.low_power_mode_enabled())
             builder.raw["lowpowermode"] = enabled
-            answers["NSProcessInfo.isLowPowerModeEnabled"] = enabled
+            reports["NSProcessInfo.isLowPowerModeEnabled"] = enabled
         except OSError as error:
             builder.raw["lowpowermode_error"] = str(error)
 
@@ -180,12 +180,12 @@ class DarwinMonitor:
             from_preferences = low_power_from_preferences(preferences, builder.values.get("on_battery"))
             builder.raw["power_preferences_low_power"] = from_preferences
             if from_preferences is not None:
-                answers[str(POWER_PREFERENCES)] = from_preferences
+                reports[str(POWER_PREFERENCES)] = from_preferences
 
-        if not answers:
+        if not reports:
             return
-        enabled = any(answers.values())
-        sources = [source for source, value in answers.items() if value == enabled]
+        enabled = any(reports.values())
+        sources = [source for source, value in reports.items() if value == enabled]
         builder.set("low_power_mode", enabled, ", ".join(sources))
 
 
@@ -201,7 +201,7 @@ NOTIFY_STATUS_OK = 0
 
 
 class _NativeCalls:
-    """The ctypes side of :class:`SystemCalls`; loads each library on first use."""
+    """ctypes implementation of :class:`SystemCalls`. Each library is loaded on first use."""
 
     def __init__(self) -> None:
         self._libsystem: ctypes.CDLL | None = None

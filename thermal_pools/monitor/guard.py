@@ -1,7 +1,7 @@
 """A monitor wrapper that never raises, so a broken sensor cannot stop the scheduler.
 
 A failed read becomes a reading with an unknown thermal state and the reason
-``sensor failed: <cause>``; :func:`thermal_pools.tiers.resolve_state` then keeps the last good
+``sensor failed: <cause>``. :func:`thermal_pools.tiers.resolve_state` then keeps the last good
 value for a grace period and falls back to the safe state after it.
 """
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 SENSOR_FAILED = "sensor failed"
 
-# Validity check per figure: a value failing it is dropped from the reading.
+# Validity check per figure. A value that fails its check is dropped from the reading.
 FIGURE_CHECKS = {
     "memory_used_percent": lambda v: isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 100,
     "memory_available_gib": lambda v: isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
@@ -47,8 +47,8 @@ class _Attempt:
 class _ReadWorker:
     """A long-lived daemon thread that runs inner reads, so a hung sensor cannot block the caller.
 
-    One thread serves every read; starting a thread per read cost milliseconds at the 99th
-    percentile on a loaded 2-core machine. A worker belongs to the process that started it,
+    One thread serves every read, because starting a thread per read cost milliseconds at the
+    99th percentile on a loaded 2-core machine. A worker belongs to the process that started it,
     because a forked child (an Airflow task process) does not inherit the thread.
     """
 
@@ -80,6 +80,7 @@ class _ReadWorker:
 class GuardedMonitor:
     """Wraps a monitor so that ``read()`` never raises and returns within about ``timeout_seconds``.
 
+    Only ``KeyboardInterrupt``, ``SystemExit`` and other non-``Exception`` errors propagate.
     Reads are serialized, so a caller that arrives during another caller's read waits for it first.
 
     A read that raises, takes longer than ``timeout_seconds`` or returns something other than a
@@ -91,7 +92,7 @@ class GuardedMonitor:
     it returns, later reads fail at once with the cause "previous read still hung".
 
     Each distinct cause is logged once at WARNING, and the recovery once at INFO with the number
-    of failed reads; after a recovery, the next failure is logged again.
+    of failed reads. After a recovery, the next failure is logged again.
     """
 
     def __init__(self, inner: Monitor, *, timeout_seconds: float = 2.0) -> None:

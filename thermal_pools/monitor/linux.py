@@ -1,4 +1,4 @@
-"""Readings of a Linux host, from sysfs, PSI and psutil; no subprocess on the read path.
+"""Readings of a Linux host, from sysfs, PSI and psutil, with no subprocess on the read path.
 
 | field | unit | source |
 |---|---|---|
@@ -20,7 +20,7 @@ is rated against its own trip points, ignoring trip temperatures outside (0, 200
 - otherwise: nominal.
 
 The host gets the hottest rating of its zones, raised to at least fair while any ``Processor``
-or ``Fan`` cooling device has ``cur_state > 0``. A zone without usable trip points cannot be
+or ``Fan`` cooling device has ``0 < cur_state <= max_state``. A zone without usable trip points cannot be
 rated. A host with no rateable zone has no sensor (:data:`~thermal_pools.reading.NO_SENSOR`),
 unless some zone failed to read, which counts as a failed sensor.
 
@@ -47,7 +47,7 @@ FAIR_MARGIN_CELSIUS = 10.0
 MIN_PLAUSIBLE_CELSIUS = 0.0
 MAX_PLAUSIBLE_CELSIUS = 200.0
 
-# PSI avg10 thresholds, percent of the last 10 s; see the module docstring.
+# PSI avg10 thresholds, percent of the last 10 s (rule in the module docstring).
 MEMORY_WARNING_SOME_AVG10 = 10.0
 MEMORY_CRITICAL_FULL_AVG10 = 10.0
 
@@ -56,12 +56,12 @@ ACTIVE_COOLING_TYPES = ("processor", "fan")
 
 
 class ZoneError(ValueError):
-    """A thermal zone whose files are missing or hold a value that is not a temperature."""
+    """Error for a thermal zone whose files are missing or contain a value that is not a temperature."""
 
 
 @dataclass(frozen=True)
 class Zone:
-    """One thermal zone; temperatures in °C, ``None`` where the zone has no such trip point."""
+    """One thermal zone. Temperatures are in °C, ``None`` where the zone has no such trip point."""
 
     name: str
     path: Path
@@ -75,7 +75,7 @@ class Zone:
         return self.passive_celsius is not None or self.hot_celsius is not None
 
     def rate(self) -> ThermalState:
-        """Rate the zone by the rule in the module docstring; call only when ``rateable``."""
+        """Rate the zone by the rule in the module docstring. Call it only when ``rateable``."""
         if self.hot_celsius is not None and self.temp_celsius >= self.hot_celsius:
             return ThermalState.CRITICAL
         if self.passive_celsius is not None:
@@ -91,7 +91,7 @@ def _read_text(path: Path) -> str:
 
 
 def _millidegrees(text: str) -> float | None:
-    """Convert a sysfs temperature in m°C to °C; ``None`` if it is not a plausible temperature."""
+    """Convert a sysfs temperature in m°C to °C, or return ``None`` if it is not plausible."""
     try:
         celsius = int(text) / 1000
     except ValueError:
@@ -102,7 +102,7 @@ def _millidegrees(text: str) -> float | None:
 
 
 def read_zone(path: Path) -> Zone:
-    """Read a ``thermal_zoneN`` directory; raise ``ZoneError`` or ``OSError`` if it is unusable."""
+    """Read a ``thermal_zoneN`` directory. Raise ``ZoneError`` or ``OSError`` if it is unusable."""
     temp_text = _read_text(path / "temp")
     temp = _millidegrees(temp_text)
     if temp is None:
@@ -164,7 +164,7 @@ def memory_pressure_from_psi(some_avg10: float, full_avg10: float | None) -> Mem
 
 
 class LinuxMonitor:
-    """Reads a Linux host.
+    """Monitor of a Linux host.
 
     ``root`` is prefixed to every sysfs and ``/proc/pressure`` path, so tests can point it at a
     fake tree. psutil and ``os.getloadavg`` always read the real host.
@@ -187,7 +187,7 @@ class LinuxMonitor:
     # -- thermal zones ----------------------------------------------------------------------
 
     def _add_thermal_state(self, builder: ReadingBuilder) -> str:
-        """Set ``thermal_state`` from the zones; return the reason when it stays unknown."""
+        """Set ``thermal_state`` from the zones and return the reason when it stays unknown."""
         thermal_dir = self.root / "sys/class/thermal"
         zone_paths = sorted(thermal_dir.glob("thermal_zone*"))
 

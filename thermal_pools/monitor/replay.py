@@ -1,4 +1,4 @@
-"""Play back a recorded trace of readings, for demos and tests; the format is in docs/traces.md.
+"""Play back a recorded trace of readings, for demos and tests. docs/traces.md describes the format.
 
 A trace is a CSV file (``.csv``) or JSON Lines file (``.jsonl``, ``.ndjson``), one row per
 reading, with these columns. Every column but ``offset_seconds`` may be empty (CSV) or null
@@ -255,7 +255,7 @@ def load_trace(path: str | os.PathLike[str]) -> list[TraceRow]:
 
 
 class ReplayMonitor:
-    """Play back a trace, in real time or one row at a time.
+    """Monitor that plays back a trace, in real time or one row at a time.
 
     With ``started_at`` (epoch seconds), a read at wall time ``t`` returns the last row whose
     ``offset_seconds <= t - started_at``: the first row before that, the last row after the
@@ -330,7 +330,7 @@ class ReplayMonitor:
         return min(max(index, 0), len(self.rows) - 1)
 
     def step(self, n: int = 1) -> int:
-        """Move the cursor ``n`` rows (back when negative), stopping at either end; return it."""
+        """Move the cursor ``n`` rows (back when negative), stopping at either end, and return the new index."""
         index = min(max(self.cursor + n, 0), len(self.rows) - 1)
         self.seek(index)
         return index
