@@ -19,7 +19,7 @@ URL_PREFIX = "/thermal"
 
 
 def _root_path() -> str:
-    """Path of ``[api] base_url`` without the trailing slash ("" when Airflow is served at /)."""
+    """Return the path of ``[api] base_url`` without the trailing slash ("" when Airflow is served at /)."""
     from airflow.configuration import conf
 
     return urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")

@@ -68,7 +68,10 @@ T = TypeVar("T")
 
 
 class ReadingsUnavailable(Exception):
-    """Invalid settings or an unreadable readings database; the message gives the cause and the fix."""
+    """Error for invalid settings or an unreadable readings database, served as 503.
+
+    The message gives the cause and the fix.
+    """
 
 
 _open_lock = threading.Lock()
@@ -110,7 +113,7 @@ def open_store() -> tuple[ThermalSchedulingConfig, ReadingStore]:
 
 
 def query_store(store: ReadingStore, action: str, call: Callable[[], T]) -> T:
-    """Run one store query; turn a database error into :class:`ReadingsUnavailable`."""
+    """Run one store query and turn a database error into :class:`ReadingsUnavailable`."""
     try:
         return call()
     except SQLAlchemyError as error:
@@ -199,13 +202,14 @@ def list_hosts(store: ReadingStore, config: ThermalSchedulingConfig, now: dateti
 
 
 def read_history(store: ReadingStore, host: str, since: datetime, until: datetime) -> tuple[list[RecordedStep], bool]:
-    """Steps of ``host`` in the window, oldest first, and whether the row cap cut older ones off."""
+    """Return the steps of ``host`` in the window, oldest first, and whether the row cap cut older ones off."""
     steps = query_store(
         store,
         f"read the history of {host!r}",
         lambda: store.history(host, since=since, until=until, limit=MAX_HISTORY_ROWS, newest_first=True),
     )
     steps.reverse()
+    # NOTE: also reports a cut when the window contains exactly MAX_HISTORY_ROWS steps.
     return steps, len(steps) >= MAX_HISTORY_ROWS
 
 
@@ -291,8 +295,8 @@ templates.env.filters["window"] = format_window
 app = FastAPI(
     title="thermal-pools",
     description="The Thermal page of thermal-pools and its JSON API.",
-    # Airflow's own dependencies: a user from the Bearer token or the UI's cookie (else 401)
-    # who may use the Airflow UI (else 403).
+    # Airflow's own dependencies: a user from the Bearer token or the UI's cookie (401 when it
+    # is missing or expired, 403 when it is invalid) who may use the Airflow UI (else 403).
     dependencies=[Depends(requires_access_view(AccessView.WEBSITE))],
     docs_url=None,
     redoc_url=None,

@@ -44,8 +44,8 @@ POOL_STROKE_WIDTHS = {
     ThermalState.CRITICAL: 1.25,
 }
 
-# Above this many readings the points are left out and only the step line is drawn, which keeps
-# the page small: 1,000 readings render to about 300 kB of SVG (measured with 1,000 test steps).
+# Above this many readings only the step line is drawn, without points, to keep the page small.
+# 1,000 readings render to about 300 kB of SVG (measured with 1,000 test steps).
 MAX_POINTS = 1000
 
 WIDTH = 960
@@ -95,7 +95,7 @@ def _tick_label(tick: datetime, span: timedelta) -> str:
 
 
 def _slot_ceiling(steps: Sequence[RecordedStep]) -> int:
-    """Top of the slots axis: the largest planned size, rounded up to an even number (at least 2)."""
+    """Return the top of the slots axis: the largest planned size, rounded up to an even number (at least 2)."""
     largest = max((slots for step in steps for slots in step.pools.values()), default=0)
     return max(2, largest + largest % 2)
 
@@ -103,11 +103,11 @@ def _slot_ceiling(steps: Sequence[RecordedStep]) -> int:
 def _step_paths(
     series: list[tuple[float, float]], x_of: Callable[[float], float], gap_seconds: float, until: float
 ) -> list[str]:
-    """SVG path data of a step line through ``(epoch seconds, y)`` points, oldest first.
+    """Return SVG path data of a step line through ``(epoch seconds, y)`` points, oldest first.
 
-    Each value holds until the next reading. The line breaks where two readings are more than
-    ``gap_seconds`` apart, and the last value of each piece holds for ``gap_seconds`` (the time
-    after which a reading counts as stale) or until ``until``, whichever comes first.
+    Each value stays in force until the next reading. The line breaks where two readings are more
+    than ``gap_seconds`` apart, and the last value of each piece extends for ``gap_seconds`` (the
+    time after which a reading counts as stale) or until ``until``, whichever comes first.
     """
     paths = []
     start = 0
