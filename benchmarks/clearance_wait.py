@@ -120,7 +120,7 @@ def measure_sensor(api, dag_id: str, run_id: str, cooled_at: float) -> dict:
         heavy_started = return_value(api, dag_id, run_id, f"heavy_{index}")["heavy_started_at"]
         # The sensor returns the reading that cleared it. The time from that check to the heavy
         # work's start is the scheduler's share of the delay, which for the deferrable sensor
-        # includes the resume on a worker.
+        # includes the triggerer's event reaching the scheduler.
         cleared = parse_time(return_value(api, dag_id, run_id, f"clearance_{index}")["taken_at"])
         delays.append(heavy_started - cooled_at)
         latencies.append(heavy_started - cleared)

@@ -7,8 +7,9 @@ that downstream tasks read with :func:`thermal_pools.throttle.throttle_for` or i
 ``{{ ti.xcom_pull(task_ids='thermal_clearance')['throttle_level'] }}``.
 
 By default it runs in ``reschedule`` mode, so it frees its worker slot between checks; with
-``deferrable=True`` it waits in the triggerer instead (see
-:class:`~thermal_pools.sensors.clearance_trigger.ThermalClearanceTrigger`).
+``deferrable=True`` it checks once on a worker, then waits in the triggerer (see
+:class:`~thermal_pools.sensors.clearance_trigger.ThermalClearanceTrigger`), which on clearance
+ends the task there with the same XCom value, so the task never returns to a worker.
 """
 
 from __future__ import annotations
@@ -210,6 +211,7 @@ class ThermalClearanceSensor(BaseSensorOperator):
             poll_interval=max(self.poke_interval, 1.0),
             exponential_backoff=self.exponential_backoff,
             max_poll_interval=None if self.max_wait is None else self.max_wait.total_seconds(),
+            end_task_on_clearance=True,
         )
         self.log.info("Deferring to the triggerer for up to %.0f s", self.timeout)
         self.defer(
@@ -221,6 +223,8 @@ class ThermalClearanceSensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the clearance from the trigger's event; raise on a timeout.
 
+        The trigger ends a cleared sensor itself, so only a timeout resumes the task here. A
+        ``cleared`` event still comes from a trigger deferred by an earlier version of this sensor.
         ``BaseSensorOperator.resume_execution`` turns the raised timeout into a skip when
         ``soft_fail`` is set, as for a sensor that times out in reschedule mode.
         """

@@ -11,6 +11,10 @@ with ``wait_for_clearance``) defers to. It judges the host the heavy task will r
   maintenance DAG writes every minute. A step older than ``stale_after_seconds``, or none at all,
   counts as an unknown thermal state, so the policy applies its safe state.
 
+On clearance the trigger either resumes the deferred task on a worker with the clearance, which
+an operator needs to run its work, or, with ``end_task_on_clearance``, ends the task itself with
+the clearance as its XCom return value, which is all a sensor has left to do.
+
 Either way :class:`ClearanceCheck` decides with
 :meth:`thermal_pools.scheduler.ThermalAwareScheduler.should_run_task`, the policy the tier pools
 follow, so a sensor and a pool never disagree about the same reading.
@@ -27,7 +31,7 @@ from collections.abc import AsyncIterator
 from datetime import timezone
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from sqlalchemy.exc import SQLAlchemyError
 
 from thermal_pools.config import ThermalSchedulingConfig, load_config
@@ -194,9 +198,14 @@ class ThermalClearanceTrigger(BaseTrigger):
     :param exponential_backoff: double the interval after each check that holds the task.
     :param max_poll_interval: longest interval, s, when backing off; ``None`` for no limit
         other than the deadline.
+    :param end_task_on_clearance: on clearance, end the task as successful in the triggerer,
+        pushing the clearance as its ``return_value`` XCom, instead of resuming it on a worker.
 
-    Events: ``{"status": "cleared", "clearance": <clearance_payload>, "checks": n}`` or
-    ``{"status": "timeout", "message": ..., "reason": <last hold reason>, "checks": n}``.
+    Events: on clearance, with ``end_task_on_clearance``, the trigger pushes
+    :func:`clearance_payload` as the ``return_value`` XCom and yields ``TaskSuccessEvent()``;
+    without it, the event ``{"status": "cleared", "clearance": <clearance_payload>,
+    "checks": n}``. At the deadline ``{"status": "timeout", "message": ..., "reason": <last hold
+    reason>, "checks": n}``, which resumes the task on a worker in both cases.
     """
 
     def __init__(
@@ -211,12 +220,15 @@ class ThermalClearanceTrigger(BaseTrigger):
         poll_interval: float,
         exponential_backoff: bool = False,
         max_poll_interval: float | None = None,
+        end_task_on_clearance: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(poll_interval, (int, float)) or not math.isfinite(poll_interval) or poll_interval <= 0:
             raise ValueError(f"invalid poll_interval {poll_interval!r}: expected a number of seconds > 0")
         if not isinstance(deadline, (int, float)) or not math.isfinite(deadline):
             raise ValueError(f"invalid deadline {deadline!r}: expected epoch seconds")
+        if not isinstance(end_task_on_clearance, bool):
+            raise ValueError(f"invalid end_task_on_clearance {end_task_on_clearance!r}: expected True or False")
         self.waiting_task_id = task_id
         self.thermal_threshold = thermal_threshold
         self.memory_required_gb = memory_required_gb
@@ -226,6 +238,7 @@ class ThermalClearanceTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.exponential_backoff = exponential_backoff
         self.max_poll_interval = None if max_poll_interval is None else float(max_poll_interval)
+        self.end_task_on_clearance = end_task_on_clearance
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -240,6 +253,7 @@ class ThermalClearanceTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "exponential_backoff": self.exponential_backoff,
                 "max_poll_interval": self.max_poll_interval,
+                "end_task_on_clearance": self.end_task_on_clearance,
             },
         )
 
@@ -257,6 +271,23 @@ class ThermalClearanceTrigger(BaseTrigger):
             return interval
         longest = self.max_poll_interval if self.max_poll_interval is not None else math.inf
         return min(interval * 2, longest)
+
+    async def _push_return_value(self, clearance: dict[str, Any]) -> None:
+        # NOTE: Airflow 3.3.2 stores the values of TaskSuccessEvent(xcoms=...) JSON-encoded twice,
+        # so a downstream task would pull a str, not this dict. The trigger therefore pushes the
+        # value through the XCom backend, as a worker pushes a return value.
+        from airflow.sdk.execution_time.xcom import XCom
+
+        ti = self.task_instance
+        await XCom.aset(
+            key=XCom.XCOM_RETURN_KEY,
+            value=clearance,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            map_index=ti.map_index,
+        )
+        self.log.info("pushed the clearance of %s as its %s XCom", self.waiting_task_id, XCom.XCOM_RETURN_KEY)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # Building the check loads settings and a trace or a database engine, and each decision
@@ -281,8 +312,21 @@ class ThermalClearanceTrigger(BaseTrigger):
             decision = await asyncio.to_thread(check.decide)
             self.log.info("check %d for %s: %s", checks, self.waiting_task_id, describe_reading(decision.reading))
             if decision.should_run:
-                self.log.info("cleared %s: %s", self.waiting_task_id, decision.reason)
-                yield TriggerEvent({"status": "cleared", "clearance": clearance_payload(decision), "checks": checks})
+                clearance = clearance_payload(decision)
+                if self.end_task_on_clearance:
+                    # The trigger pushes the XCom and the triggerer marks the task successful, so
+                    # no worker runs the task again just to return the clearance.
+                    self.log.info(
+                        "cleared %s after %d check(s), ending it in the triggerer: %s",
+                        self.waiting_task_id,
+                        checks,
+                        decision.reason,
+                    )
+                    await self._push_return_value(clearance)
+                    yield TaskSuccessEvent()
+                    return
+                self.log.info("cleared %s after %d check(s): %s", self.waiting_task_id, checks, decision.reason)
+                yield TriggerEvent({"status": "cleared", "clearance": clearance, "checks": checks})
                 return
 
             remaining = self.deadline - time.time()
@@ -292,6 +336,9 @@ class ThermalClearanceTrigger(BaseTrigger):
                     f"after {checks} check(s); last reason: {decision.reason}"
                 )
                 self.log.info("timed out: %s", message)
+                # A timeout resumes the task on a worker even for a sensor: Airflow sends a
+                # TaskFailedEvent through retry routing, while a sensor that times out fails
+                # without retries, and the worker also applies soft_fail and the failure message.
                 yield TriggerEvent({"status": "timeout", "message": message, "reason": decision.reason, "checks": checks})
                 return
 

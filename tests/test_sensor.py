@@ -267,6 +267,7 @@ def test_deferrable_defers_when_hot(replay: ReplayMonitor) -> None:
     assert classpath == "thermal_pools.sensors.clearance_trigger.ThermalClearanceTrigger"
     assert kwargs["thermal_threshold"] == 1
     assert kwargs["poll_interval"] == 2
+    assert kwargs["end_task_on_clearance"] is True
     assert 0 < kwargs["deadline"] - datetime.now(timezone.utc).timestamp() <= 30
 
 
@@ -280,6 +281,7 @@ def test_deferrable_clear_host_skips_deferral(replay: ReplayMonitor) -> None:
 
 
 def test_resume_cleared_returns_clearance(replay: ReplayMonitor) -> None:
+    # The event of a trigger deferred before the trigger ended cleared sensors itself.
     sensor = ThermalClearanceSensor(task_id="gate", deferrable=True)
     clearance = {"thermal_state": 1, "throttle_level": 0.9}
 

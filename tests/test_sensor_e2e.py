@@ -163,6 +163,13 @@ def xcom(api: httpx.Client, dag_id: str, run_id: str, task_id: str, key: str = "
     return response.json()["value"]
 
 
+def worker_runs(api: httpx.Client, dag_id: str, run_id: str, task_id: str) -> int:
+    """How many times ``task_id`` started running on a worker, from the run's event log."""
+    response = api.get("/api/v2/eventLogs", params={"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "limit": 100})
+    response.raise_for_status()
+    return sum(1 for entry in response.json()["event_logs"] if entry["event"] == "running")
+
+
 def sensor_log(airflow: LocalAirflow, dag_id: str, run_id: str) -> str:
     """The sensor's log of its first try, read from the shared log folder."""
     folder = airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=thermal_clearance"
@@ -206,10 +213,17 @@ def test_deferrable_waits_in_triggerer(api: httpx.Client, replay: ReplayMonitor,
     final = wait_for_run(api, dag_id, run_id, timeout=120)
 
     assert final == "success", task_states(api, dag_id, run_id)
+    # The trigger ended the sensor: its only worker run is the first check before deferring.
+    assert task_state(api, dag_id, run_id, "thermal_clearance") == "success"
+    assert worker_runs(api, dag_id, run_id, "thermal_clearance") == 1
     clearance = xcom(api, dag_id, run_id, "thermal_clearance")
     assert set(clearance) == CLEARANCE_KEYS
+    assert clearance["thermal_state"] == 1
     assert clearance["throttle_level"] == 0.9
-    assert xcom(api, dag_id, run_id, "use_throttle")["batch_size"] == 28
+    assert clearance["host"] == "e2e-host"
+    downstream = xcom(api, dag_id, run_id, "use_throttle")
+    assert downstream == {"throttle_level": 0.9, "batch_size": 28, "source": "clearance thermal_clearance"}
+    assert xcom(api, dag_id, run_id, "templated_level") == 0.9
 
 
 def test_timeout_fails_sensor(clearance_airflow: LocalAirflow, api: httpx.Client, timeout_runs: dict) -> None:

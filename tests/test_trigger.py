@@ -9,9 +9,15 @@ import socket
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from pydantic import TypeAdapter
 
+from airflow.sdk.execution_time import task_runner
+from airflow.sdk.execution_time.comms import SetXCom
+from airflow.triggers.base import DiscrimatedTriggerEvent, TaskSuccessEvent, TriggerEvent
+from airflow.utils.state import TaskInstanceState
 from tests.airflow_helpers import write_trace
 from thermal_pools.config import load_config
 from thermal_pools.monitor import ReplayMonitor
@@ -20,6 +26,18 @@ from thermal_pools.sensors.clearance_trigger import ClearanceCheck, ThermalClear
 from thermal_pools.store import ReadingStore
 
 NOMINAL, FAIR, SERIOUS, CRITICAL, FAILED = range(5)
+
+# Keys of the clearance a sensor returns, whichever way it is cleared.
+CLEARANCE_KEYS = {
+    "thermal_state",
+    "throttle_level",
+    "health_score",
+    "memory_available_gib",
+    "host",
+    "taken_at",
+    "observation_basis",
+    "reason",
+}
 
 
 @pytest.fixture
@@ -55,6 +73,30 @@ def record(store: ReadingStore, host: str, state: ThermalState | None, age_secon
     return reading
 
 
+class SupervisorComms:
+    """Records what a trigger sends to the triggerer, which runs only under a real triggerer."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def asend(self, message: object) -> None:
+        self.sent.append(message)
+
+
+@pytest.fixture
+def comms(monkeypatch: pytest.MonkeyPatch) -> SupervisorComms:
+    recorder = SupervisorComms()
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", recorder, raising=False)
+    return recorder
+
+
+def ending_trigger(**changes: object) -> ThermalClearanceTrigger:
+    """A trigger that ends its task, attached to a task instance as the triggerer attaches it."""
+    trigger = make_trigger(end_task_on_clearance=True, **changes)
+    trigger.task_instance = SimpleNamespace(dag_id="training", task_id="gate", run_id="manual__1", map_index=-1)
+    return trigger
+
+
 def make_trigger(**changes: object) -> ThermalClearanceTrigger:
     arguments: dict[str, object] = {
         "task_id": "gate",
@@ -69,20 +111,24 @@ def make_trigger(**changes: object) -> ThermalClearanceTrigger:
     return ThermalClearanceTrigger(**arguments)
 
 
-async def first_event(trigger: ThermalClearanceTrigger, timeout: float = 20) -> dict:
+async def next_event(trigger: ThermalClearanceTrigger, timeout: float = 20) -> TriggerEvent:
     events = trigger.run()
     try:
-        event = await asyncio.wait_for(anext(events), timeout)
+        return await asyncio.wait_for(anext(events), timeout)
     finally:
         await events.aclose()
-    return event.payload
+
+
+async def first_event(trigger: ThermalClearanceTrigger, timeout: float = 20) -> dict:
+    return (await next_event(trigger, timeout)).payload
 
 
 # -- serialization ------------------------------------------------------------------------------
 
 
-def test_trigger_serialize_round_trip() -> None:
-    trigger = make_trigger(exponential_backoff=True, max_poll_interval=30.0)
+@pytest.mark.parametrize("end_task", [False, True])
+def test_trigger_serialize_round_trip(end_task: bool) -> None:
+    trigger = make_trigger(exponential_backoff=True, max_poll_interval=30.0, end_task_on_clearance=end_task)
 
     classpath, kwargs = trigger.serialize()
     module_name, class_name = classpath.rsplit(".", 1)
@@ -90,9 +136,25 @@ def test_trigger_serialize_round_trip() -> None:
 
     assert rebuilt.serialize() == (classpath, kwargs)
     assert class_name == "ThermalClearanceTrigger"
+    assert kwargs["end_task_on_clearance"] is end_task
 
 
-@pytest.mark.parametrize(("change", "message"), [({"poll_interval": 0}, "invalid poll_interval 0"), ({"deadline": float("inf")}, "invalid deadline inf")])
+def test_trigger_end_task_defaults_off() -> None:
+    # Operators leave the flag off and a trigger serialized before it existed has no such kwarg:
+    # both must resume the task on a worker.
+    _, kwargs = make_trigger().serialize()
+
+    assert kwargs["end_task_on_clearance"] is False
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"poll_interval": 0}, "invalid poll_interval 0"),
+        ({"deadline": float("inf")}, "invalid deadline inf"),
+        ({"end_task_on_clearance": "yes"}, "invalid end_task_on_clearance 'yes'"),
+    ],
+)
 def test_trigger_rejects_invalid_args(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_trigger(**change)
@@ -132,6 +194,55 @@ def test_trigger_clears_after_cooling(replay: ReplayMonitor) -> None:
     assert payload["clearance"]["thermal_state"] == 1
     assert payload["clearance"]["throttle_level"] == 0.9
     assert payload["clearance"]["host"] == "replayed-host"
+
+
+def test_trigger_ends_task_on_clearance(replay: ReplayMonitor, comms: SupervisorComms) -> None:
+    replay.seek(FAIR)
+
+    event = asyncio.run(next_event(ending_trigger()))
+
+    assert isinstance(event, TaskSuccessEvent)
+    assert event.task_instance_state == TaskInstanceState.SUCCESS
+    assert event.xcoms is None
+
+
+def test_trigger_end_task_pushes_clearance(replay: ReplayMonitor, comms: SupervisorComms) -> None:
+    replay.seek(FAIR)
+
+    asyncio.run(next_event(ending_trigger()))
+
+    assert len(comms.sent) == 1
+    message = comms.sent[0]
+    assert isinstance(message, SetXCom)
+    assert message.key == "return_value"
+    assert (message.dag_id, message.task_id, message.run_id, message.map_index) == ("training", "gate", "manual__1", -1)
+    clearance = message.value
+    assert set(clearance) == CLEARANCE_KEYS
+    assert clearance["thermal_state"] == 1
+    assert clearance["throttle_level"] == 0.9
+    assert clearance["host"] == "replayed-host"
+
+
+def test_trigger_end_event_crosses_to_triggerer(replay: ReplayMonitor, comms: SupervisorComms) -> None:
+    # The trigger runner sends each event to the triggerer process as JSON, rebuilt through
+    # Airflow's discriminated event union, which must still end the task successfully.
+    replay.seek(NOMINAL)
+    event = asyncio.run(next_event(ending_trigger()))
+
+    rebuilt = TypeAdapter(DiscrimatedTriggerEvent).validate_json(json.dumps(event.model_dump()))
+
+    assert isinstance(rebuilt, TaskSuccessEvent)
+    assert rebuilt.task_instance_state == TaskInstanceState.SUCCESS
+
+
+def test_trigger_end_task_timeout_resumes(replay: ReplayMonitor, comms: SupervisorComms) -> None:
+    replay.seek(SERIOUS)
+
+    event = asyncio.run(next_event(ending_trigger(deadline=time.time() + 0.2)))
+
+    assert not isinstance(event, TaskSuccessEvent)
+    assert event.payload["status"] == "timeout"
+    assert comms.sent == []
 
 
 def test_trigger_times_out(replay: ReplayMonitor) -> None:
