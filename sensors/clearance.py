@@ -6,10 +6,10 @@ a small plain-JSON dict (see :func:`~thermal_pools.sensors.clearance_trigger.cle
 that downstream tasks read with :func:`thermal_pools.throttle.throttle_for` or in a template as
 ``{{ ti.xcom_pull(task_ids='thermal_clearance')['throttle_level'] }}``.
 
-By default it runs in ``reschedule`` mode, so it frees its worker slot between checks; with
-``deferrable=True`` it checks once on a worker, then waits in the triggerer (see
-:class:`~thermal_pools.sensors.clearance_trigger.ThermalClearanceTrigger`), which on clearance
-ends the task there with the same XCom value, so the task never returns to a worker.
+By default it runs in ``reschedule`` mode, so it frees its worker slot between checks. With
+``deferrable=True`` it checks once on a worker and then waits in the triggerer (see
+:class:`~thermal_pools.sensors.clearance_trigger.ThermalClearanceTrigger`). On clearance the
+trigger ends the task there with the same XCom value, so the task does not return to a worker.
 """
 
 from __future__ import annotations

@@ -223,7 +223,7 @@ def test_trigger_end_task_pushes_clearance(replay: ReplayMonitor, comms: Supervi
     assert clearance["host"] == "replayed-host"
 
 
-def test_trigger_end_event_crosses_to_triggerer(replay: ReplayMonitor, comms: SupervisorComms) -> None:
+def test_trigger_end_event_round_trip(replay: ReplayMonitor, comms: SupervisorComms) -> None:
     # The trigger runner sends each event to the triggerer process as JSON, rebuilt through
     # Airflow's discriminated event union, which must still end the task successfully.
     replay.seek(NOMINAL)
