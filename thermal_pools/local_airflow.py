@@ -17,6 +17,7 @@ Run ``python -m thermal_pools.local_airflow`` to start one in the foreground (Ct
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -38,10 +39,23 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "dags"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# prctl(2) option that sets the signal a process gets when its parent dies (Linux only).
+PR_SET_PDEATHSIG = 1
 SERVICE_USER = "thermal_pools"
 ADMIN_USER = "admin"
 # A read-only user, so tests can show what a user without the op role gets.
 VIEWER_USER = "viewer"
+
+
+def _stop_with_parent() -> None:
+    """Ask Linux to send SIGTERM to this child when its parent dies (runs in the child before exec).
+
+    Components run in their own session so that Ctrl-C reaches only the parent, which then stops
+    them in order. Without this, a parent killed outright (a test run cut short) would leave a
+    whole Airflow running.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -202,6 +216,7 @@ class LocalAirflow:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
         )
         log.info("started %s (pid %d), output in %s", name, self.processes[name].pid, output.name)
 
