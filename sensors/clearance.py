@@ -102,6 +102,10 @@ def check_clearance_pool(pool: str, config: ThermalSchedulingConfig) -> None:
         )
 
 
+# Default seconds between checks in reschedule mode: BaseSensorOperator's own default.
+RESCHEDULE_POKE_INTERVAL_SECONDS = 60.0
+
+
 class ThermalClearanceSensor(BaseSensorOperator):
     """Waits until the host is clear for a task with the given needs; returns its throttle.
 
@@ -112,10 +116,12 @@ class ThermalClearanceSensor(BaseSensorOperator):
         health check but runs heavily throttled. Templated.
     :param target_host: host the heavy task will run on; default the host running this sensor.
         For another host the decision uses that host's latest recorded reading. Templated.
-    :param poke_interval: seconds between checks; default ``check_interval_seconds`` of the
-        ``[thermal_pools]`` settings (10 s). In reschedule mode on Airflow 3.3, use 30 s or more
-        or ``deferrable=True``, because the scheduler can fail a reschedule-mode sensor whose
-        next check is queued before the previous check's success event is processed.
+    :param poke_interval: seconds between checks. The default is 60 s in reschedule mode,
+        Airflow's own sensor default, because each check there takes a worker slot for a moment
+        and, on Airflow 3.3, short intervals make a scheduler race more likely that fails
+        reschedule-mode sensors. With ``deferrable=True`` or ``mode="poke"`` the default is
+        ``check_interval_seconds`` of the ``[thermal_pools]`` settings (10 s), since those
+        checks cost no extra worker time.
     :param timeout: seconds to wait before failing (or skipping, with ``soft_fail``); default
         ``clearance_timeout_seconds`` of the ``[thermal_pools]`` settings.
     :param mode: ``reschedule`` (default) frees the worker slot between checks; ``poke`` keeps it.
@@ -143,8 +149,11 @@ class ThermalClearanceSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         config = load_config()
+        if poke_interval is None:
+            rescheduled = mode == "reschedule" and not deferrable
+            poke_interval = RESCHEDULE_POKE_INTERVAL_SECONDS if rescheduled else config.check_interval_seconds
         super().__init__(
-            poke_interval=config.check_interval_seconds if poke_interval is None else poke_interval,
+            poke_interval=poke_interval,
             timeout=config.clearance_timeout_seconds if timeout is None else timeout,
             mode=mode,
             **kwargs,

@@ -56,12 +56,18 @@ class RescheduleTaskInstance:
 # -- construction -------------------------------------------------------------------------------
 
 
+def test_deferred_checks_use_check_interval(replay: ReplayMonitor) -> None:
+    assert ThermalClearanceSensor(task_id="gate", deferrable=True).poke_interval == 7
+    assert ThermalClearanceSensor(task_id="gate", mode="poke").poke_interval == 7
+
+
 def test_sensor_defaults(replay: ReplayMonitor) -> None:
     sensor = ThermalClearanceSensor(task_id="gate")
 
     assert sensor.mode == "reschedule"
     assert sensor.pool == "default_pool"
-    assert sensor.poke_interval == 7
+    # Reschedule-mode checks take a worker slot each, so they default to Airflow's 60 s.
+    assert sensor.poke_interval == 60
     assert sensor.timeout == 120
     assert sensor.deferrable is False
     assert set(sensor.template_fields) == {"thermal_threshold", "memory_required_gb", "priority", "target_host"}
@@ -211,7 +217,7 @@ def test_poke_read_error_retried(replay: ReplayMonitor) -> None:
 
 def test_execute_reschedules_while_hot(replay: ReplayMonitor) -> None:
     replay.seek(SERIOUS)
-    sensor = ThermalClearanceSensor(task_id="gate", thermal_threshold=1, timeout=60)
+    sensor = ThermalClearanceSensor(task_id="gate", thermal_threshold=1, timeout=60, poke_interval=7)
 
     with pytest.raises(AirflowRescheduleException) as raised:
         sensor.execute({"ti": RescheduleTaskInstance(first_poke=None)})
