@@ -13,6 +13,21 @@ from thermal_pools.local_airflow import LocalAirflow
 
 TERMINAL_RUN_STATES = {"success", "failed"}
 
+# Row index of each state in the trace of the ``replay`` fixture (tests/conftest.py).
+NOMINAL, FAIR, SERIOUS, CRITICAL, FAILED = range(5)
+
+# Keys of the clearance a sensor returns, whichever way it is cleared.
+CLEARANCE_KEYS = {
+    "thermal_state",
+    "throttle_level",
+    "health_score",
+    "memory_available_gib",
+    "host",
+    "taken_at",
+    "observation_basis",
+    "reason",
+}
+
 
 def write_trace(path: Path, states: list[int | None], **columns: Any) -> Path:
     """Write a JSON Lines trace with one row per state, 60 s apart."""

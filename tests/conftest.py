@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 
 from tests.airflow_helpers import unpause, wait_for_dag, write_trace  # noqa: E402
 from thermal_pools.local_airflow import LocalAirflow  # noqa: E402
+from thermal_pools.monitor import ReplayMonitor  # noqa: E402
 
 # Artifacts (screenshots, Airflow logs of failed runs) land here; CI keeps the folder.
 ARTIFACTS = Path(os.environ.get("THERMAL_POOLS_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
@@ -26,6 +27,17 @@ ARTIFACTS = Path(os.environ.get("THERMAL_POOLS_TEST_ARTIFACTS", Path(__file__).p
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ReplayMonitor:
+    """A stepped trace (rows: nominal, fair, serious, critical, failed) that load_config() plays."""
+    trace = write_trace(tmp_path / "host.jsonl", [0, 1, 2, 3, None], host="replayed-host")
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__MONITOR", "replay")
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__REPLAY_TRACE", str(trace))
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__READINGS_URL", f"sqlite:///{tmp_path / 'readings.db'}")
+    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__SENSOR_GRACE_PERIOD_SECONDS", "0")
+    return ReplayMonitor(trace)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 
 from airflow.sdk import DAG, TaskGroup
 from airflow.sdk.exceptions import TaskDeferred
-from tests.airflow_helpers import write_trace
+from tests.airflow_helpers import CRITICAL, FAIR, NOMINAL, SERIOUS
 from thermal_pools.monitor import ReplayMonitor
 from thermal_pools.operators import (
     THERMAL_METRICS_KEY,
@@ -27,19 +27,6 @@ from thermal_pools.operators import mlx_work
 from thermal_pools.sensors import ThermalClearanceSensor, ThermalClearanceTrigger
 
 REPO = Path(__file__).resolve().parent.parent
-NOMINAL, FAIR, SERIOUS, CRITICAL, FAILED = range(5)
-
-
-@pytest.fixture
-def replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ReplayMonitor:
-    """A stepped trace (rows: nominal, fair, serious, critical, failed) that load_config() plays."""
-    trace = write_trace(tmp_path / "host.jsonl", [0, 1, 2, 3, None], host="replayed-host")
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__MONITOR", "replay")
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__REPLAY_TRACE", str(trace))
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__READINGS_URL", f"sqlite:///{tmp_path / 'readings.db'}")
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__SENSOR_GRACE_PERIOD_SECONDS", "0")
-    return ReplayMonitor(trace)
-
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:

@@ -4,43 +4,23 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow.sdk import DAG, PokeReturnValue, TaskGroup
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, AirflowSkipException, TaskDeferred
-from tests.airflow_helpers import write_trace
+from tests.airflow_helpers import CLEARANCE_KEYS, CRITICAL, FAILED, FAIR, NOMINAL, SERIOUS
 from thermal_pools.monitor import ReplayMonitor
 from thermal_pools.sensors import ThermalClearanceSensor, ThermalClearanceTrigger
 
-CLEARANCE_KEYS = {
-    "thermal_state",
-    "throttle_level",
-    "health_score",
-    "memory_available_gib",
-    "host",
-    "taken_at",
-    "observation_basis",
-    "reason",
-}
-
-# Row index of each state in the replay fixture's trace.
-NOMINAL, FAIR, SERIOUS, CRITICAL, FAILED = range(5)
-
 
 @pytest.fixture
-def replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ReplayMonitor:
-    """A stepped trace (rows: nominal, fair, serious, critical, failed) that load_config() plays."""
-    trace = write_trace(tmp_path / "host.jsonl", [0, 1, 2, 3, None], host="replayed-host")
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__MONITOR", "replay")
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__REPLAY_TRACE", str(trace))
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__READINGS_URL", f"sqlite:///{tmp_path / 'readings.db'}")
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__SENSOR_GRACE_PERIOD_SECONDS", "0")
+def replay(replay: ReplayMonitor, monkeypatch: pytest.MonkeyPatch) -> ReplayMonitor:
+    """The shared stepped trace, with a 7 s check interval and a 120 s clearance timeout."""
     monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__CHECK_INTERVAL_SECONDS", "7")
     monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__CLEARANCE_TIMEOUT_SECONDS", "120")
-    return ReplayMonitor(trace)
+    return replay
 
 
 class RescheduleTaskInstance:

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.airflow_helpers import task_states, trigger, unpause, wait_for, wait_for_dag, wait_for_run, write_trace
+from tests.airflow_helpers import CLEARANCE_KEYS, task_states, trigger, unpause, wait_for, wait_for_dag, wait_for_run, write_trace
 from tests.conftest import ARTIFACTS
 from thermal_pools.local_airflow import REPO_ROOT, LocalAirflow
 from thermal_pools.monitor import ReplayMonitor
@@ -25,17 +25,6 @@ from thermal_pools.monitor import ReplayMonitor
 pytestmark = pytest.mark.airflow
 
 SERIOUS, FAIR = 0, 1
-
-CLEARANCE_KEYS = {
-    "thermal_state",
-    "throttle_level",
-    "health_score",
-    "memory_available_gib",
-    "host",
-    "taken_at",
-    "observation_basis",
-    "reason",
-}
 
 # Reschedule-mode poke intervals stay at 10 s or more: Airflow 3.3's scheduler can mark a
 # rescheduled sensor failed when the executor's success event of one poke arrives after the next

@@ -18,37 +18,12 @@ from airflow.sdk.execution_time import task_runner
 from airflow.sdk.execution_time.comms import SetXCom
 from airflow.triggers.base import DiscrimatedTriggerEvent, TaskSuccessEvent, TriggerEvent
 from airflow.utils.state import TaskInstanceState
-from tests.airflow_helpers import write_trace
+from tests.airflow_helpers import CLEARANCE_KEYS, CRITICAL, FAILED, FAIR, NOMINAL, SERIOUS
 from thermal_pools.config import load_config
 from thermal_pools.monitor import ReplayMonitor
 from thermal_pools.reading import MemoryPressure, Reading, ThermalState, utc_now
 from thermal_pools.sensors.clearance_trigger import ClearanceCheck, ThermalClearanceTrigger
 from thermal_pools.store import ReadingStore
-
-NOMINAL, FAIR, SERIOUS, CRITICAL, FAILED = range(5)
-
-# Keys of the clearance a sensor returns, whichever way it is cleared.
-CLEARANCE_KEYS = {
-    "thermal_state",
-    "throttle_level",
-    "health_score",
-    "memory_available_gib",
-    "host",
-    "taken_at",
-    "observation_basis",
-    "reason",
-}
-
-
-@pytest.fixture
-def replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ReplayMonitor:
-    """A stepped trace (rows: nominal, fair, serious, critical, failed) that load_config() plays."""
-    trace = write_trace(tmp_path / "host.jsonl", [0, 1, 2, 3, None], host="replayed-host")
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__MONITOR", "replay")
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__REPLAY_TRACE", str(trace))
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__READINGS_URL", f"sqlite:///{tmp_path / 'readings.db'}")
-    monkeypatch.setenv("AIRFLOW__THERMAL_POOLS__SENSOR_GRACE_PERIOD_SECONDS", "0")
-    return ReplayMonitor(trace)
 
 
 @pytest.fixture
