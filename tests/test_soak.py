@@ -137,7 +137,9 @@ def test_soak_matches_rules(airflow, tmp_path):
     actual: list[tuple[int, ...]] = []
     outcomes: list[str] = []
     row_counts: list[int] = []
-    with PoolsApiClient(airflow.base_url, SERVICE_USER, airflow.passwords[SERVICE_USER]) as client:
+    # 360 steps against one api-server: a 60 s request timeout rides out a machine busy with
+    # other test runs, which the default 10 s did not once.
+    with PoolsApiClient(airflow.base_url, SERVICE_USER, airflow.passwords[SERVICE_USER], timeout=60) as client:
         for _ in range(STEPS):
             result = run_step(config, monitor, store, client)
             planned = result.plan.slots_by_name()
