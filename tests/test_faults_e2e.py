@@ -424,7 +424,9 @@ def test_dag_retries_unreachable_api(outage_airflow, relay):
                 ti = task_instance(api, run_id)
                 return ti["state"] == "up_for_retry" or ti["try_number"] >= 2
 
-            wait_for(first_try_failed, timeout=240, what="the maintenance task to fail its first try")
+            # Scheduled runs of the same DAG retry against the cut relay too, and max_active_runs=1
+            # queues this run behind them, so the wait allows several of their retry cycles.
+            wait_for(first_try_failed, timeout=420, what="the maintenance task to fail its first try")
             # Other DAGs still run while the pools API is unreachable.
             probe_run, probe_state = run_once(local, api, PROBE_DAG)
     finally:
