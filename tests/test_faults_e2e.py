@@ -305,6 +305,12 @@ class Relay:
         """Close the port and every open connection, as a stopped server would."""
         listener, self.listener = self.listener, None
         if listener is not None:
+            # close() alone does not wake a thread blocked in accept() on Linux, and that thread
+            # would then relay one more connection; shutdown() makes the accept fail at once.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self.lock:
             for sock in self.sockets:
@@ -320,6 +326,10 @@ class Relay:
             try:
                 client, _ = listener.accept()
             except OSError:
+                return
+            if self.listener is not listener:
+                # Cut while this connection was being accepted.
+                client.close()
                 return
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
