@@ -129,7 +129,7 @@ class ThermalClearanceSensor(BaseSensorOperator):
 
     ``soft_fail``, ``exponential_backoff``, ``max_wait`` and the other arguments of
     ``BaseSensorOperator`` apply as usual, in both modes. The sensor runs in ``default_pool``
-    unless told otherwise, and rejects a tier pool that can be sized to 0 slots.
+    unless another pool is given, and rejects a tier pool that can be sized to 0 slots.
     """
 
     template_fields: Sequence[str] = ("thermal_threshold", "memory_required_gb", "priority", "target_host")

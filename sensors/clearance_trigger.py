@@ -173,7 +173,10 @@ class ClearanceCheck:
             log.warning("readings table failed to return the last good reading of %s: %s", reading.host, error)
 
     def decide(self) -> SchedulingDecision:
-        """Read the target host and decide by the scheduling policy. Never raises for a failed read."""
+        """Read the target host and decide by the scheduling policy.
+
+        A failed read becomes an unknown state in the decision, not an exception.
+        """
         reading = self.scheduler.read()
         self._recall_last_good(reading)
         return self.scheduler.should_run_task(
@@ -195,7 +198,7 @@ class ThermalClearanceTrigger(BaseTrigger):
     :param target_host: the host the task will run on (see the module docstring).
     :param deadline: epoch seconds (UTC) after which the trigger gives up.
     :param poll_interval: seconds between checks.
-    :param exponential_backoff: double the interval after each check that holds the task.
+    :param exponential_backoff: double the interval after each check that keeps the task waiting.
     :param max_poll_interval: longest interval, s, when backing off; ``None`` for no limit
         other than the deadline.
     :param end_task_on_clearance: on clearance, end the task as successful in the triggerer,

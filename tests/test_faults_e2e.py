@@ -305,8 +305,8 @@ class Relay:
         """Close the port and every open connection, as a stopped server would."""
         listener, self.listener = self.listener, None
         if listener is not None:
-            # close() alone does not wake a thread blocked in accept() on Linux, and that thread
-            # would then relay one more connection; shutdown() makes the accept fail at once.
+            # On Linux, close() alone does not wake a thread blocked in accept(), so that thread
+            # would relay one more connection. shutdown() makes the accept fail at once.
             try:
                 listener.shutdown(socket.SHUT_RDWR)
             except OSError:

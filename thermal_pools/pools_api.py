@@ -5,7 +5,7 @@ Connection (default id ``thermal_pools_api``, role ``op``), because task code ma
 metadata database. One :meth:`PoolsApiClient.apply` call makes one read (``GET /api/v2/pools``)
 and at most one write (bulk ``PATCH /api/v2/pools`` with ``action_on_existence: overwrite``),
 whatever the number of tier pools. It writes nothing when every pool already has its target size
-and description. The read takes more than one request only when more pools than one page holds
+and description. The read takes more than one request only when more pools than fit on one page
 share the tier pools' name prefix (see :meth:`PoolsApiClient.list_pools`).
 
 The overwrite sends only ``name``, ``slots`` and ``description``. Airflow 3.3 applies just the

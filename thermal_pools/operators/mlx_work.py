@@ -136,7 +136,7 @@ def _build_model(name: str, in_features: int, out_features: int, hidden_size: in
 
 @dataclass
 class TrainingResult:
-    """What a built-in training run did; ``losses`` contains the mean loss of each epoch."""
+    """Result of a built-in training run; ``losses`` contains the mean loss of each epoch."""
 
     model_name: str
     examples: int
